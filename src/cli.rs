@@ -1,0 +1,292 @@
+//! The command line: `serve`, `check` and `lookup`.
+//!
+//! Every flag can also come from an `IPCLASS_*` environment variable. This
+//! module turns outcomes into output and exit codes; the work itself lives
+//! in the other modules.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::address::{self, Normalized};
+use crate::classify::classify_text;
+use crate::config::{self, Loaded};
+use crate::server;
+use crate::state::{AppState, Snapshot, DEFAULT_MAX_BATCH};
+use crate::table::{Table, Verdict};
+
+/// Exit code for a config that is missing or invalid.
+pub const EXIT_CONFIG_INVALID: u8 = 1;
+/// Exit code for a failure after the config was accepted, such as a port in use.
+pub const EXIT_RUNTIME_FAILURE: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ipclass",
+    version,
+    about = "Classifies client IP addresses as internal or external"
+)]
+pub struct Cli {
+    /// Log line format on standard error. The level comes from RUST_LOG (default: info).
+    #[arg(long, env = "IPCLASS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC and HTTP/JSON on one listener.
+    Serve(ServeArgs),
+    /// Validate a config and print a summary; exit 0 if valid, 1 if not.
+    Check(CheckArgs),
+    /// Classify addresses offline and explain each verdict.
+    Lookup(LookupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file with the prefix sets.
+    #[arg(long, env = "IPCLASS_CONFIG")]
+    pub config: PathBuf,
+
+    /// Address and port for gRPC and HTTP; port 0 picks a free port.
+    #[arg(long, env = "IPCLASS_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Maximum number of addresses in one request.
+    #[arg(long, env = "IPCLASS_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH,
+          value_parser = parse_batch_size)]
+    pub max_batch_size: usize,
+
+    /// Time open requests get to finish after SIGTERM or Ctrl-C, such as 10s or 500ms.
+    #[arg(long, env = "IPCLASS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Config file to validate.
+    #[arg(long, env = "IPCLASS_CONFIG")]
+    pub config: PathBuf,
+
+    /// Treat every warning as an error.
+    #[arg(long, env = "IPCLASS_STRICT")]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LookupArgs {
+    /// Config file with the prefix sets.
+    #[arg(long, env = "IPCLASS_CONFIG")]
+    pub config: PathBuf,
+
+    /// Addresses to classify.
+    #[arg(required = true, value_name = "ADDRESS")]
+    pub addresses: Vec<String>,
+}
+
+fn parse_batch_size(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(size) if (1..=u32::MAX as usize).contains(&size) => Ok(size),
+        _ => Err(format!(
+            "{text:?} is not a whole number from 1 to {}",
+            u32::MAX
+        )),
+    }
+}
+
+/// Validates a config, prints a summary to stdout and problems to stderr.
+pub fn check(args: &CheckArgs) -> ExitCode {
+    let loaded = match config::load(&args.config) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_CONFIG_INVALID);
+        }
+    };
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if args.strict && !loaded.warnings.is_empty() {
+        let count = loaded.warnings.len();
+        eprintln!(
+            "invalid config {} under --strict: {count} warning(s) above are errors",
+            args.config.display()
+        );
+        return ExitCode::from(EXIT_CONFIG_INVALID);
+    }
+    print!("{}", summary(&args.config, &loaded));
+    ExitCode::SUCCESS
+}
+
+/// Describes a valid config: sets, prefix counts per family, warnings.
+pub fn summary(path: &Path, loaded: &Loaded) -> String {
+    let table = Table::new(loaded.spec.clone(), 0);
+    let counts = table.prefix_counts();
+    let ipv4: u64 = counts.iter().map(|count| count.0).sum();
+    let ipv6: u64 = counts.iter().map(|count| count.1).sum();
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: valid", path.display());
+    let _ = writeln!(
+        out,
+        "  {} sets, {} prefixes ({ipv4} IPv4, {ipv6} IPv6), {} warnings",
+        table.sets().len(),
+        ipv4 + ipv6,
+        loaded.warnings.len()
+    );
+    let width = table
+        .sets()
+        .iter()
+        .map(|set| set.name.len())
+        .max()
+        .unwrap_or(0);
+    let mut rows: Vec<_> = table.sets().iter().zip(&counts).collect();
+    rows.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    for (set, (set_v4, set_v6)) in rows {
+        let kind = if set.internal { "internal" } else { "external" };
+        let _ = writeln!(
+            out,
+            "  set {:width$}  {kind}  {set_v4} IPv4, {set_v6} IPv6",
+            set.name
+        );
+    }
+    out
+}
+
+/// Classifies each address offline and prints why it got its verdict.
+pub fn lookup(args: &LookupArgs) -> ExitCode {
+    let loaded = match config::load(&args.config) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_CONFIG_INVALID);
+        }
+    };
+    let table = Table::new(loaded.spec, 0);
+    for text in &args.addresses {
+        println!("{}", explain(&table, text));
+    }
+    ExitCode::SUCCESS
+}
+
+/// One line for `lookup`: the address, its verdict and where it came from.
+pub fn explain(table: &Table, text: &str) -> String {
+    let found = classify_text(table, text);
+    let mut line = format!("{text}: {}", found.verdict);
+    if let Ok(Normalized::Lookup(looked_up) | Normalized::Sentinel(looked_up)) =
+        address::parse(text)
+    {
+        if looked_up.to_string() != text.trim_ascii() {
+            let _ = write!(line, " (looked up as {looked_up})");
+        }
+    }
+    match (found.verdict, found.prefix, &found.error) {
+        (_, Some(entry), _) => {
+            let set = table.set(entry.set);
+            let file = table.files()[entry.origin.file as usize].display();
+            let kind = if set.internal { "internal" } else { "external" };
+            let _ = write!(
+                line,
+                ": set {:?} ({kind}), prefix {} from {file}:{}",
+                set.name, entry.network, entry.origin.line
+            );
+        }
+        (Verdict::Unknown, None, _) => {
+            line.push_str(": unspecified or broadcast address, which identifies no client")
+        }
+        (_, None, Some(error)) => {
+            let _ = write!(line, ": {error}");
+        }
+        (_, None, None) => line.push_str(": no prefix matched"),
+    }
+    line
+}
+
+/// Loads the config, binds, and serves until `shutdown` resolves.
+pub async fn serve(
+    args: &ServeArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> ExitCode {
+    let started = Instant::now();
+    let loaded = match config::load(&args.config) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            tracing::error!(config = %args.config.display(), "{errors}");
+            return ExitCode::from(EXIT_CONFIG_INVALID);
+        }
+    };
+    for warning in &loaded.warnings {
+        tracing::warn!(config = %args.config.display(), "{warning}");
+    }
+    let snapshot = build_snapshot(loaded, 1, started);
+    log_table(&snapshot, &args.config);
+    let state = Arc::new(AppState::new(
+        snapshot,
+        args.config.clone(),
+        args.max_batch_size,
+    ));
+
+    let listener = match server::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(address = %args.listen, %error, "failed to listen; choose another address with --listen");
+            return ExitCode::from(EXIT_RUNTIME_FAILURE);
+        }
+    };
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%address, version = env!("CARGO_PKG_VERSION"), "listening");
+
+    match server::serve(listener, state, shutdown, args.shutdown_grace).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "server failed");
+            ExitCode::from(EXIT_RUNTIME_FAILURE)
+        }
+    }
+}
+
+/// Builds a table from a validated config; `started` is when reading began.
+pub fn build_snapshot(loaded: Loaded, generation: u64, started: Instant) -> Snapshot {
+    let table = Table::new(loaded.spec, generation);
+    Snapshot {
+        table,
+        content_hash: loaded.content_hash,
+        loaded_at: SystemTime::now(),
+        build_time: started.elapsed(),
+    }
+}
+
+fn log_table(snapshot: &Snapshot, config: &Path) {
+    let table = &snapshot.table;
+    let counts = table.prefix_counts();
+    for (set, (ipv4, ipv6)) in table.sets().iter().zip(counts) {
+        tracing::info!(set = %set.name, internal = set.internal, ipv4, ipv6, "set loaded");
+    }
+    tracing::info!(
+        config = %config.display(),
+        generation = table.generation(),
+        prefixes = table.prefixes().len(),
+        build_ms = snapshot.build_time.as_secs_f64() * 1000.0,
+        "table loaded"
+    );
+}

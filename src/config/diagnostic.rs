@@ -1,0 +1,102 @@
+//! Errors and warnings found while reading a config, each with its location.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// A file and, where known, the 1-based line in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub path: PathBuf,
+    pub line: Option<u32>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}", self.path.display()),
+            None => write!(f, "{}", self.path.display()),
+        }
+    }
+}
+
+/// Something wrong in a config: an error rejects it, a warning does not
+/// unless strict checking is on.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Problem {
+    #[error("cannot read {path}: {reason}; check that the file exists and is readable")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("invalid TOML: {0}")]
+    Syntax(String),
+    #[error("unknown key {key:?} {place}; allowed keys are {allowed}")]
+    UnknownKey {
+        key: String,
+        place: String,
+        allowed: &'static str,
+    },
+    #[error("{what} must be {expected}, found {found}")]
+    WrongType {
+        what: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("invalid set name {0:?}: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit")]
+    InvalidSetName(String),
+    #[error("set {0:?} has no `internal` key; add `internal = true` or `internal = false`")]
+    MissingInternal(String),
+    #[error("invalid prefix {value:?}: {reason}")]
+    InvalidPrefix { value: String, reason: String },
+    #[error("prefix {network} is in set {set:?} and also in set {other_set:?} at {other}; a prefix belongs to one set only, so remove one of them")]
+    DuplicatePrefix {
+        network: String,
+        set: String,
+        other_set: String,
+        other: Location,
+    },
+    #[error("no prefix in any set, so every address would be external; add networks or files under [sets.NAME]")]
+    NoPrefixes,
+    #[error("too many {what}: at most {max} are supported")]
+    TooMany { what: &'static str, max: u64 },
+    #[error("host bits are set in {written}; using {network}")]
+    HostBitsSet { written: String, network: String },
+    #[error("IPv4-mapped prefix {written} is used as {network}, because mapped addresses are looked up as IPv4")]
+    MappedPrefix { written: String, network: String },
+    #[error(
+        "prefix {network} appears again in set {set:?} (first at {first}); the repeat is ignored"
+    )]
+    RepeatedInSet {
+        network: String,
+        set: String,
+        first: Location,
+    },
+    #[error("set {0:?} has no prefixes")]
+    EmptySet(String),
+}
+
+/// A problem and where it was found.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{location}: {problem}")]
+pub struct Diagnostic {
+    pub location: Location,
+    pub problem: Problem,
+}
+
+/// Every error found in a config that was rejected, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub struct ConfigErrors {
+    pub path: PathBuf,
+    pub errors: Vec<Diagnostic>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.errors.len();
+        let noun = if count == 1 { "error" } else { "errors" };
+        write!(f, "invalid config {} ({count} {noun})", self.path.display())?;
+        for error in &self.errors {
+            write!(f, "\n  {error}")?;
+        }
+        Ok(())
+    }
+}

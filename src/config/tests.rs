@@ -1,0 +1,1 @@
+// Config tests are added with the config module's test suite.

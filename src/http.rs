@@ -1,0 +1,204 @@
+//! The HTTP/JSON encoding of the API, plus health and readiness endpoints.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::address::MAX_ADDRESS_LEN;
+use crate::classify::{classify_text, Classification};
+use crate::error::RequestError;
+use crate::grpc::table_info;
+use crate::state::AppState;
+
+/// Routes of the HTTP API. The caller adds the fallbacks.
+pub fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/v1/is-internal",
+            get(is_internal_one).post(is_internal_batch),
+        )
+        .route("/v1/table", get(table))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// One address's result as JSON.
+#[derive(Debug, Serialize)]
+struct JsonClassification<'a> {
+    ip: &'a str,
+    verdict: &'static str,
+    internal: bool,
+    set: &'a str,
+    network: String,
+    generation: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl<'a> JsonClassification<'a> {
+    fn new(ip: &'a str, found: Classification<'a>, generation: u64) -> JsonClassification<'a> {
+        JsonClassification {
+            ip,
+            verdict: found.verdict.as_str(),
+            internal: found.is_internal(),
+            set: found.set.map(|set| set.name.as_str()).unwrap_or(""),
+            network: found
+                .prefix
+                .map(|entry| entry.network.to_string())
+                .unwrap_or_default(),
+            generation,
+            error: found.error.map(|error| error.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    ips: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchResponse<'a> {
+    results: Vec<JsonClassification<'a>>,
+    generation: u64,
+}
+
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        error_response(self.http_status(), self.to_string())
+    }
+}
+
+pub fn error_response(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+async fn is_internal_one(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, RequestError> {
+    let query = query.unwrap_or_default();
+    let mut values = form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == "ip")
+        .map(|(_, value)| value);
+    let (Some(ip), None) = (values.next(), values.next()) else {
+        let count = form_urlencoded::parse(query.as_bytes())
+            .filter(|(key, _)| key == "ip")
+            .count();
+        return Err(if count == 0 {
+            RequestError::MissingIp
+        } else {
+            RequestError::RepeatedIp(count)
+        });
+    };
+
+    let snapshot = state.snapshot();
+    let table = &snapshot.table;
+    let found = classify_text(table, &ip);
+    let status = if found.error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let body = JsonClassification::new(&ip, found, table.generation());
+    Ok((status, Json(body)).into_response())
+}
+
+async fn is_internal_batch(
+    State(state): State<Arc<AppState>>,
+    body: Body,
+) -> Result<Response, RequestError> {
+    let limit = body_limit(state.max_batch);
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|error| {
+        if is_length_limit(&error) {
+            RequestError::BodyTooLarge(limit)
+        } else {
+            RequestError::BodyRead(error.to_string())
+        }
+    })?;
+    let request: BatchRequest = serde_json::from_slice(&bytes)
+        .map_err(|error| RequestError::InvalidJson(error.to_string()))?;
+    state.check_batch(request.ips.len())?;
+
+    let snapshot = state.snapshot();
+    let table = &snapshot.table;
+    let generation = table.generation();
+    let results = request
+        .ips
+        .iter()
+        .map(|ip| JsonClassification::new(ip, classify_text(table, ip), generation))
+        .collect();
+    Ok(Json(BatchResponse {
+        results,
+        generation,
+    })
+    .into_response())
+}
+
+/// Bytes a JSON batch of `max_batch` addresses of maximum length can take.
+fn body_limit(max_batch: usize) -> usize {
+    max_batch
+        .saturating_mul(MAX_ADDRESS_LEN + 8)
+        .saturating_add(4096)
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}
+
+async fn table(State(state): State<Arc<AppState>>) -> Response {
+    let snapshot = state.snapshot();
+    Json(table_info(&state, &snapshot)).into_response()
+}
+
+async fn healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let generation = state.snapshot().table.generation();
+    if state.is_shutting_down() {
+        let body = json!({ "status": "shutting down", "generation": generation });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    Json(json!({ "status": "ready", "generation": generation })).into_response()
+}
+
+/// Answers paths that no route serves: gRPC callers get UNIMPLEMENTED, others
+/// a JSON 404.
+pub async fn not_found(method: Method, uri: Uri, headers: axum::http::HeaderMap) -> Response {
+    let is_grpc = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"));
+    if is_grpc {
+        let status = tonic::Status::unimplemented(format!("no gRPC method at {}", uri.path()));
+        return status.into_http();
+    }
+    let message = format!(
+        "no route for {method} {}; the API serves /v1/is-internal, /v1/table, /healthz and /readyz",
+        uri.path()
+    );
+    error_response(StatusCode::NOT_FOUND, message)
+}
+
+pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let message = format!("method {method} is not allowed on {}", uri.path());
+    error_response(StatusCode::METHOD_NOT_ALLOWED, message)
+}

@@ -1,0 +1,181 @@
+//! The longest-prefix-match table that classifies addresses.
+//!
+//! A [`Table`] is built whole from validated prefixes and never changes
+//! afterwards; a new config produces a new table. This module knows nothing
+//! of files, async code or APIs.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ip_network::IpNetwork;
+use ip_network_table::IpNetworkTable;
+
+use crate::address::Normalized;
+
+/// Index of a set in [`Table::sets`].
+pub type SetId = u16;
+
+/// A named set of prefixes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetInfo {
+    pub name: String,
+    pub internal: bool,
+}
+
+/// Where a prefix was written: an index into [`Table::files`] and a 1-based
+/// line number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub file: u32,
+    pub line: u32,
+}
+
+/// One prefix of the table, with its set and origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixEntry {
+    pub network: IpNetwork,
+    pub set: SetId,
+    pub origin: Origin,
+}
+
+/// Everything a table is built from. The caller guarantees that networks are
+/// unique and that every `set` and `origin.file` index is in range.
+#[derive(Debug, Clone, Default)]
+pub struct TableSpec {
+    pub sets: Vec<SetInfo>,
+    pub prefixes: Vec<PrefixEntry>,
+    pub files: Vec<PathBuf>,
+}
+
+/// The answer for one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Internal,
+    External,
+    Unknown,
+    Invalid,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Internal => "internal",
+            Verdict::External => "external",
+            Verdict::Unknown => "unknown",
+            Verdict::Invalid => "invalid",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A verdict and the prefix that decided it, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match<'t> {
+    pub verdict: Verdict,
+    pub prefix: Option<&'t PrefixEntry>,
+}
+
+/// An immutable longest-prefix-match table over named sets.
+pub struct Table {
+    spec: TableSpec,
+    lpm: IpNetworkTable<u32>,
+    generation: u64,
+}
+
+impl Table {
+    /// Builds the lookup structure from `spec`. `generation` identifies the
+    /// table in every answer it gives.
+    pub fn new(spec: TableSpec, generation: u64) -> Table {
+        let mut lpm = IpNetworkTable::new();
+        for (index, entry) in spec.prefixes.iter().enumerate() {
+            let index = u32::try_from(index).expect("prefix count fits in u32");
+            lpm.insert(entry.network, index);
+        }
+        Table {
+            spec,
+            lpm,
+            generation,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn sets(&self) -> &[SetInfo] {
+        &self.spec.sets
+    }
+
+    pub fn prefixes(&self) -> &[PrefixEntry] {
+        &self.spec.prefixes
+    }
+
+    pub fn files(&self) -> &[PathBuf] {
+        &self.spec.files
+    }
+
+    pub fn set(&self, id: SetId) -> &SetInfo {
+        &self.spec.sets[usize::from(id)]
+    }
+
+    /// Returns the longest prefix that contains `address`.
+    pub fn longest_match(&self, address: IpAddr) -> Option<&PrefixEntry> {
+        let (_, &index) = self.lpm.longest_match(address)?;
+        Some(&self.spec.prefixes[index as usize])
+    }
+
+    /// Classifies an address that [`crate::address`] has normalized.
+    pub fn classify(&self, address: Normalized) -> Match<'_> {
+        let address = match address {
+            Normalized::Sentinel(_) => {
+                return Match {
+                    verdict: Verdict::Unknown,
+                    prefix: None,
+                }
+            }
+            Normalized::Lookup(address) => address,
+        };
+        match self.longest_match(address) {
+            Some(entry) if self.set(entry.set).internal => Match {
+                verdict: Verdict::Internal,
+                prefix: Some(entry),
+            },
+            prefix => Match {
+                verdict: Verdict::External,
+                prefix,
+            },
+        }
+    }
+
+    /// Counts the prefixes of each set as (IPv4, IPv6), indexed by [`SetId`].
+    pub fn prefix_counts(&self) -> Vec<(u64, u64)> {
+        let mut counts = vec![(0, 0); self.spec.sets.len()];
+        for entry in &self.spec.prefixes {
+            let count = &mut counts[usize::from(entry.set)];
+            match entry.network {
+                IpNetwork::V4(_) => count.0 += 1,
+                IpNetwork::V6(_) => count.1 += 1,
+            }
+        }
+        counts
+    }
+}
+
+impl fmt::Debug for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Table")
+            .field("generation", &self.generation)
+            .field("sets", &self.spec.sets.len())
+            .field("prefixes", &self.spec.prefixes.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;

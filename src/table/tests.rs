@@ -1,0 +1,183 @@
+use std::net::IpAddr;
+
+use ip_network::IpNetwork;
+use proptest::prelude::*;
+
+use super::*;
+use crate::address::normalize;
+
+fn spec(prefixes: &[(&str, SetId)]) -> TableSpec {
+    TableSpec {
+        sets: vec![
+            SetInfo {
+                name: "lan".into(),
+                internal: true,
+            },
+            SetInfo {
+                name: "guest".into(),
+                internal: false,
+            },
+        ],
+        prefixes: prefixes
+            .iter()
+            .enumerate()
+            .map(|(line, (network, set))| PrefixEntry {
+                network: network.parse().unwrap(),
+                set: *set,
+                origin: Origin {
+                    file: 0,
+                    line: line as u32 + 1,
+                },
+            })
+            .collect(),
+        files: vec!["test.toml".into()],
+    }
+}
+
+fn verdict(table: &Table, address: &str) -> Verdict {
+    table.classify(normalize(address.parse().unwrap())).verdict
+}
+
+#[test]
+fn carve_out_is_external() {
+    let table = Table::new(spec(&[("192.168.1.0/24", 0), ("192.168.1.192/26", 1)]), 1);
+    assert_eq!(verdict(&table, "192.168.1.10"), Verdict::Internal);
+    assert_eq!(verdict(&table, "192.168.1.200"), Verdict::External);
+    let matched = table.classify(normalize("192.168.1.200".parse().unwrap()));
+    assert_eq!(
+        matched.prefix.unwrap().network.to_string(),
+        "192.168.1.192/26"
+    );
+}
+
+#[test]
+fn insertion_order_does_not_matter() {
+    let forward = Table::new(
+        spec(&[("10.0.0.0/8", 0), ("10.1.0.0/16", 1), ("10.1.2.0/24", 0)]),
+        1,
+    );
+    let reverse = Table::new(
+        spec(&[("10.1.2.0/24", 0), ("10.1.0.0/16", 1), ("10.0.0.0/8", 0)]),
+        1,
+    );
+    for address in ["10.9.9.9", "10.1.9.9", "10.1.2.9", "11.0.0.1"] {
+        assert_eq!(
+            verdict(&forward, address),
+            verdict(&reverse, address),
+            "{address}"
+        );
+    }
+    assert_eq!(verdict(&forward, "10.1.9.9"), Verdict::External);
+    assert_eq!(verdict(&forward, "10.1.2.9"), Verdict::Internal);
+}
+
+#[test]
+fn default_routes_and_host_routes_match() {
+    let table = Table::new(
+        spec(&[
+            ("0.0.0.0/0", 0),
+            ("8.8.8.8/32", 1),
+            ("::/0", 1),
+            ("2001:db8::1/128", 0),
+        ]),
+        1,
+    );
+    assert_eq!(verdict(&table, "1.2.3.4"), Verdict::Internal);
+    assert_eq!(verdict(&table, "8.8.8.8"), Verdict::External);
+    assert_eq!(verdict(&table, "8.8.8.9"), Verdict::Internal);
+    assert_eq!(verdict(&table, "2001:db8::2"), Verdict::External);
+    assert_eq!(verdict(&table, "2001:db8::1"), Verdict::Internal);
+}
+
+#[test]
+fn sentinels_are_unknown_even_under_default_route() {
+    let table = Table::new(spec(&[("0.0.0.0/0", 0), ("::/0", 0)]), 1);
+    for address in ["0.0.0.0", "255.255.255.255", "::"] {
+        assert_eq!(verdict(&table, address), Verdict::Unknown, "{address}");
+    }
+}
+
+#[test]
+fn mapped_ipv6_matches_ipv4_set() {
+    let table = Table::new(spec(&[("192.168.1.0/24", 0)]), 1);
+    assert_eq!(verdict(&table, "::ffff:192.168.1.10"), Verdict::Internal);
+}
+
+#[test]
+fn prefix_counts_split_by_family() {
+    let table = Table::new(
+        spec(&[("10.0.0.0/8", 0), ("fd00::/8", 0), ("10.1.0.0/16", 1)]),
+        1,
+    );
+    assert_eq!(table.prefix_counts(), vec![(1, 1), (1, 0)]);
+}
+
+/// Brute-force longest-prefix match: the longest prefix that contains the
+/// address, scanning every prefix.
+fn brute_force(prefixes: &[(IpNetwork, SetId)], address: IpAddr) -> Option<usize> {
+    prefixes
+        .iter()
+        .enumerate()
+        .filter(|(_, (network, _))| network.contains(address))
+        .max_by_key(|(_, (network, _))| network.netmask())
+        .map(|(index, _)| index)
+}
+
+fn arbitrary_v4_prefix() -> impl Strategy<Value = IpNetwork> {
+    // A narrow first octet makes prefixes overlap often.
+    (0u8..4, any::<[u8; 3]>(), 0u8..=32).prop_map(|(first, rest, length)| {
+        let address = std::net::Ipv4Addr::new(first, rest[0], rest[1], rest[2]);
+        IpNetwork::V4(ip_network::Ipv4Network::new_truncate(address, length).unwrap())
+    })
+}
+
+fn arbitrary_v6_prefix() -> impl Strategy<Value = IpNetwork> {
+    (0u16..4, any::<u128>(), 0u8..=128).prop_map(|(first, rest, length)| {
+        let bits = (u128::from(first) << 112) | (rest >> 16);
+        let address = std::net::Ipv6Addr::from(bits);
+        IpNetwork::V6(ip_network::Ipv6Network::new_truncate(address, length).unwrap())
+    })
+}
+
+fn arbitrary_address() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        (0u8..4, any::<[u8; 3]>())
+            .prop_map(|(first, rest)| IpAddr::from([first, rest[0], rest[1], rest[2]])),
+        (0u16..4, any::<u128>()).prop_map(|(first, rest)| IpAddr::from(std::net::Ipv6Addr::from(
+            (u128::from(first) << 112) | (rest >> 16)
+        ))),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn table_matches_brute_force_scan(
+        raw in prop::collection::vec(
+            (prop_oneof![arbitrary_v4_prefix(), arbitrary_v6_prefix()], 0u16..2),
+            0..64,
+        ),
+        addresses in prop::collection::vec(arbitrary_address(), 1..64),
+    ) {
+        let mut seen = std::collections::HashSet::new();
+        let prefixes: Vec<(IpNetwork, SetId)> =
+            raw.into_iter().filter(|(network, _)| seen.insert(*network)).collect();
+        let mut table_spec = spec(&[]);
+        table_spec.prefixes = prefixes
+            .iter()
+            .map(|(network, set)| PrefixEntry {
+                network: *network,
+                set: *set,
+                origin: Origin { file: 0, line: 1 },
+            })
+            .collect();
+        let table = Table::new(table_spec, 1);
+
+        for address in addresses {
+            let expected = brute_force(&prefixes, address).map(|index| prefixes[index].0);
+            let found = table.longest_match(address).map(|entry| entry.network);
+            prop_assert_eq!(found, expected, "address {}", address);
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Runs the real `ipclass` binary for integration tests: on a free port,
+//! with JSON logs, and stopped when the handle is dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Longest a test waits for the server to report something in its log.
+pub const LOG_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_ipclass")
+}
+
+/// A running `ipclass serve` process.
+pub struct Server {
+    child: Child,
+    pub address: SocketAddr,
+    logs: Receiver<Value>,
+    /// Every log line read so far, for failure messages.
+    pub seen: Arc<Mutex<Vec<String>>>,
+    pub config: PathBuf,
+}
+
+impl Server {
+    /// Starts `ipclass serve --config CONFIG --listen 127.0.0.1:0 EXTRA...` and
+    /// waits for its "listening" log line.
+    pub fn start(config: &Path, extra: &[&str]) -> Server {
+        let mut command = Command::new(binary());
+        command
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
+            .arg(config)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn ipclass serve");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let logs = read_json_lines(stderr, seen.clone());
+        let mut server = Server {
+            child,
+            address: "127.0.0.1:0".parse().unwrap(),
+            logs,
+            seen,
+            config: config.to_owned(),
+        };
+        let listening = server.wait_for_log(|line| line["message"] == "listening");
+        server.address = listening["address"]
+            .as_str()
+            .expect("listening line has an address")
+            .parse()
+            .expect("listening address parses");
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a log line that satisfies `accept` and returns it. Panics
+    /// with the log so far if none arrives within [`LOG_TIMEOUT`].
+    pub fn wait_for_log(&mut self, accept: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + LOG_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(line) if accept(&line) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "expected log line did not arrive within {LOG_TIMEOUT:?}; log so far:\n{}",
+                    self.seen.lock().unwrap().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends `signal` (such as "TERM" or "HUP") to the server process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_json_lines(stderr: ChildStderr, seen: Arc<Mutex<Vec<String>>>) -> Receiver<Value> {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            seen.lock().unwrap().push(line.clone());
+            let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+            if sender.send(value).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// A temporary folder removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let unique = format!(
+            "ipclass-test-{name}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(unique);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    /// Writes `contents` to `name` inside the folder and returns its path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path.join(name);
+        std::fs::write(&path, contents).expect("write test file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
