@@ -76,7 +76,7 @@ class RecordingLogger:
 
 
 def run_policy(url: str, client_ip, logger: RecordingLogger, with_http_request: bool = True):
-    """Compile and run the policy the way Authentik's evaluator does; return its result."""
+    """Compile and run the policy the way Authentik's evaluator does, and return its result."""
     source, count = URL_ASSIGNMENT.subn(f'IPCLASS_URL = "{url}"', POLICY_SOURCE)
     assert count == 1, f"{POLICY_PATH} must assign IPCLASS_URL exactly once"
 
@@ -145,7 +145,7 @@ def test_service_reads_both_mapped_forms_as_ipv4(server, text):
     assert answer.json()["network"] == "10.20.0.0/16"
 
 
-def test_mapped_address_is_sent_as_ipv6_and_classified_as_ipv4(server):
+def test_mapped_address_is_internal(server):
     mapped = ipaddress.ip_address("::ffff:10.20.1.7")
     assert isinstance(mapped, ipaddress.IPv6Address)
     logger = RecordingLogger()
@@ -185,7 +185,7 @@ def test_missing_client_address_is_not_internal(server):
 
 
 def test_non_200_response_is_not_internal(server):
-    # A wrong base URL makes ipclass answer 404 with a JSON error body.
+    # A wrong base URL makes ipclass return 404 with a JSON error body.
     answer = requests.get(server.url("/wrong/v1/is-internal"), params={"ip": "10.20.1.7"}, timeout=5)
     assert answer.status_code == 404
 
@@ -212,7 +212,7 @@ def test_stopped_service_is_not_internal_within_timeout(tmp_path):
 
 
 class SilentListener:
-    """A TCP listener on loopback that accepts connections and never answers."""
+    """A TCP listener on loopback that accepts connections and never responds."""
 
     def __init__(self):
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -260,7 +260,7 @@ def test_silent_listener_is_not_internal_within_read_timeout():
 
 
 class FixedResponseHandler(http.server.BaseHTTPRequestHandler):
-    """Answers every GET with the status and body set on the server."""
+    """Respond to every GET with the status and body set on the server."""
 
     def do_GET(self):
         status, body = self.server.fixed_response
