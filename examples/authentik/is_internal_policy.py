@@ -4,7 +4,8 @@
 # Paste this file into an expression policy. Authentik runs it as the body of
 # a function, so the top-level `return` statements are intended. Bind it to
 # the MFA validation stage with "Negate result" on, so the stage runs for
-# every client that is not internal (README.md in this folder explains why).
+# every client that is not internal, and with a "Failure result" that
+# passes (README.md in this folder explains both).
 #
 # Every failure returns False ("not internal"): a timeout, a refused
 # connection, a non-200 response, a body that is not the expected JSON, and
