@@ -60,7 +60,11 @@ class IpclassServer:
         self.log_lines: list[str] = []
         self._lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read_stderr, daemon=True).start()
-        listening = self.wait_for_log(lambda line: line.get("message") == "listening")
+        try:
+            listening = self.wait_for_log(lambda line: line.get("message") == "listening")
+        except AssertionError:
+            self.stop()
+            raise
         self.address: str = listening["address"]
 
     def __enter__(self) -> "IpclassServer":
