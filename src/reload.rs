@@ -257,6 +257,9 @@ impl WatchSet {
         }
         // A Kubernetes ConfigMap volume publishes a new version by replacing
         // the `..data` symlink, and only the folder watch reports that rename.
+        // NOTE: a symlinked folder between the config folder and a list file,
+        // when swapped under another name, raises no event that passes here,
+        // so only the periodic check finds that change.
         path.file_name().is_some_and(|name| {
             self.names.contains(name) || name.to_string_lossy().starts_with("..")
         })
@@ -466,9 +469,10 @@ impl Reloader {
 
     fn fail(&mut self, trigger: Trigger, errors: &ConfigErrors) {
         let message = errors.to_string();
-        // The periodic check finds a broken config again on every tick, so
-        // the same failure is logged and counted once.
-        if trigger == Trigger::Poll && self.last_failure.as_deref() == Some(message.as_str()) {
+        // The periodic check finds a broken config again on every tick, and
+        // events that arrive during a read start one more read of the same
+        // files. Each failure is logged and counted once unless SIGHUP asks.
+        if trigger != Trigger::Signal && self.last_failure.as_deref() == Some(message.as_str()) {
             tracing::debug!(config = %self.state.config_path.display(), "config still invalid");
             return;
         }

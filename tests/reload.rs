@@ -405,6 +405,43 @@ fn sighup_forces_reload() {
     querier.finish();
 }
 
+/// A list folder reached through a symlink that is swapped by rename raises
+/// no event the watcher acts on, because only the config folder sees the
+/// rename and the symlink is not a file the config names. The periodic
+/// check finds the change.
+#[test]
+fn poll_finds_change_without_event() {
+    let dir = TempDir::new("reload-poll");
+    for (version, folder) in [(1, "lists-v1"), (2, "lists-v2")] {
+        fs::create_dir(dir.path.join(folder)).unwrap();
+        let marker = format!("192.0.2.{version}/32\n");
+        fs::write(dir.path.join(folder).join("marker.txt"), marker).unwrap();
+    }
+    symlink("lists-v1", dir.path.join("lists")).unwrap();
+    let text = config_with_list().replace("marker.txt", "lists/marker.txt");
+    let config = dir.write("c.toml", &text);
+    let mut server = Server::start(
+        &config,
+        &["--reload-debounce", "50ms", "--poll-interval", "500ms"],
+    );
+    assert_eq!(query_version(&server), (1, 1));
+
+    symlink("lists-v2", dir.path.join("lists-next")).unwrap();
+    fs::rename(dir.path.join("lists-next"), dir.path.join("lists")).unwrap();
+    await_version(&server, 1, 2);
+    let reloaded = server.wait_for_log(|line| line["message"] == "table reloaded");
+    assert_eq!(reloaded["old_generation"], 1);
+    assert_eq!(reloaded["generation"], 2);
+    assert_eq!(
+        reloaded["sets"],
+        "lan: 1 IPv4, 1 IPv6; marker: 1 IPv4, 0 IPv6"
+    );
+    assert!(
+        reloaded["build_ms"].as_f64().is_some(),
+        "reload logs its build time"
+    );
+}
+
 #[test]
 fn half_written_file_keeps_table() {
     let dir = TempDir::new("reload-halves");
@@ -444,6 +481,14 @@ fn check_failure_then_fix(name: &str, broken: &str, parts: &[&str]) {
     });
     fs::write(&config, config_text(3)).unwrap();
     await_version(&server, 1, 3);
+    let logged = server
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.contains("config reload failed"))
+        .count();
+    assert_eq!(logged, 1, "one broken config logs one error");
 
     querier.finish();
 }
