@@ -179,7 +179,7 @@ async fn run(mut reloader: Reloader, settings: ReloadSettings, watching: Watchin
             continue;
         };
         // A config that names new list files gets watches on them before its
-        // table answers, so a change right after the swap is not missed.
+        // table is installed, so a change right after the swap is not missed.
         let next = WatchSet::new(&config_path, outcome.sources());
         if next != watch {
             watch = next;
@@ -471,7 +471,7 @@ impl Reloader {
         let message = errors.to_string();
         // The periodic check finds a broken config again on every tick, and
         // events that arrive during a read start one more read of the same
-        // files. Each failure is logged and counted once unless SIGHUP asks.
+        // files. Each failure is logged and counted once, except on SIGHUP.
         if trigger != Trigger::Signal && self.last_failure.as_deref() == Some(message.as_str()) {
             tracing::debug!(config = %self.state.config_path.display(), "config still invalid");
             return;
@@ -582,7 +582,192 @@ fn same_outcome(a: &Result<Loaded, ConfigErrors>, b: &Result<Loaded, ConfigError
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use metrics::{
+        Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder,
+        SharedString,
+    };
+
     use super::*;
+    use crate::config::parse;
+
+    /// A recorder that keeps the last value of each series, keyed as
+    /// `name{label=value,...}`.
+    #[derive(Default)]
+    struct TestRecorder {
+        values: Arc<Mutex<HashMap<String, f64>>>,
+    }
+
+    struct Series {
+        key: String,
+        values: Arc<Mutex<HashMap<String, f64>>>,
+    }
+
+    impl Series {
+        fn update(&self, change: impl FnOnce(&mut f64)) {
+            let mut values = self.values.lock().unwrap();
+            change(values.entry(self.key.clone()).or_insert(0.0));
+        }
+    }
+
+    impl CounterFn for Series {
+        fn increment(&self, value: u64) {
+            self.update(|total| *total += value as f64);
+        }
+
+        fn absolute(&self, value: u64) {
+            self.update(|total| *total = value as f64);
+        }
+    }
+
+    impl GaugeFn for Series {
+        fn increment(&self, value: f64) {
+            self.update(|gauge| *gauge += value);
+        }
+
+        fn decrement(&self, value: f64) {
+            self.update(|gauge| *gauge -= value);
+        }
+
+        fn set(&self, value: f64) {
+            self.update(|gauge| *gauge = value);
+        }
+    }
+
+    impl TestRecorder {
+        fn series(&self, key: &Key) -> Arc<Series> {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|label| format!("{}={}", label.key(), label.value()))
+                .collect();
+            let key = format!("{}{{{}}}", key.name(), labels.join(","));
+            Arc::new(Series {
+                key,
+                values: self.values.clone(),
+            })
+        }
+
+        fn value(&self, key: &str) -> Option<f64> {
+            self.values.lock().unwrap().get(key).copied()
+        }
+    }
+
+    impl Recorder for TestRecorder {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(self.series(key))
+        }
+
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(self.series(key))
+        }
+
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    fn snapshot(text: &str, generation: u64) -> Snapshot {
+        let loaded = parse(text, Path::new("c.toml"), &mut |_| {
+            Err(std::io::Error::other("no list files in this test"))
+        })
+        .expect("test config is valid");
+        Snapshot::build(loaded, generation, Instant::now())
+    }
+
+    const TWO_SETS: &str =
+        "[sets.lan]\ninternal = true\nnetworks = [\"10.0.0.0/8\", \"fd00::/8\"]\n\
+                            [sets.vpn]\ninternal = true\nnetworks = [\"100.64.0.0/10\"]\n";
+    const ONE_SET: &str = "[sets.lan]\ninternal = true\nnetworks = [\"10.0.0.0/8\"]\n";
+
+    fn reloader() -> Reloader {
+        let state = AppState::new(snapshot(TWO_SETS, 1), "c.toml".into(), 16);
+        Reloader::new(Arc::new(state), Duration::ZERO)
+    }
+
+    #[test]
+    fn reload_metrics_follow_the_table() {
+        let recorder = TestRecorder::default();
+        let mut reloader = reloader();
+        metrics::with_local_recorder(&recorder, || {
+            reloader.record_success(&reloader.state.snapshot());
+            reloader.install(snapshot(ONE_SET, 2), 1);
+        });
+
+        assert_eq!(recorder.value("ipclass_table_generation{}"), Some(2.0));
+        assert_eq!(
+            recorder.value("ipclass_config_reloads_total{result=success}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            recorder.value("ipclass_config_last_reload_successful{}"),
+            Some(1.0)
+        );
+        let timestamp = recorder.value("ipclass_config_last_reload_success_timestamp_seconds{}");
+        assert!(timestamp.is_some_and(|seconds| seconds > 1e9));
+        let prefixes = |set: &str, family: &str| {
+            recorder.value(&format!(
+                "ipclass_table_prefixes{{set={set},family={family}}}"
+            ))
+        };
+        assert_eq!(prefixes("lan", "ipv4"), Some(1.0));
+        assert_eq!(prefixes("lan", "ipv6"), Some(0.0));
+        assert_eq!(
+            prefixes("vpn", "ipv4"),
+            Some(0.0),
+            "a removed set is zeroed"
+        );
+        assert_eq!(reloader.state.snapshot().table.generation(), 2);
+    }
+
+    #[test]
+    fn repeated_failure_counts_once() {
+        let recorder = TestRecorder::default();
+        let mut reloader = reloader();
+        let errors = config::load(Path::new("/nonexistent/ipclass.toml")).unwrap_err();
+        metrics::with_local_recorder(&recorder, || {
+            reloader.fail(Trigger::FileEvent, &errors);
+            reloader.fail(Trigger::Poll, &errors);
+            reloader.fail(Trigger::FileEvent, &errors);
+        });
+        let failures = "ipclass_config_reloads_total{result=failure}";
+        assert_eq!(recorder.value(failures), Some(1.0));
+        assert_eq!(
+            recorder.value("ipclass_config_last_reload_successful{}"),
+            Some(0.0)
+        );
+        let last_error = reloader.state.reload_status().last_error.unwrap();
+        assert!(
+            last_error.contains("/nonexistent/ipclass.toml"),
+            "{last_error}"
+        );
+
+        metrics::with_local_recorder(&recorder, || reloader.fail(Trigger::Signal, &errors));
+        assert_eq!(recorder.value(failures), Some(2.0), "SIGHUP reports again");
+    }
+
+    #[test]
+    fn watcher_failure_counts_once() {
+        let recorder = TestRecorder::default();
+        let reloader = reloader();
+        metrics::with_local_recorder(&recorder, || {
+            reloader.watcher_failed("failed to watch folder /gone".into());
+            reloader.watcher_failed("failed to watch folder /gone".into());
+        });
+        let failures = "ipclass_config_watcher_failures_total{}";
+        assert_eq!(recorder.value(failures), Some(1.0));
+        assert_eq!(recorder.value("ipclass_config_watcher_up{}"), Some(0.0));
+        let status = reloader.state.reload_status();
+        assert_eq!(
+            status.watcher_error.as_deref(),
+            Some("failed to watch folder /gone")
+        );
+    }
 
     fn event(kind: EventKind, path: &str) -> Event {
         Event::new(kind).add_path(PathBuf::from(path))
