@@ -123,6 +123,22 @@ fn query_version(server: &Server) -> (u64, u32) {
     version_of(&body).unwrap_or_else(|error| panic!("{error}"))
 }
 
+fn grpc_table_info(server: &Server) -> ipclass::proto::TableInfo {
+    use ipclass::proto::ip_classifier_client::IpClassifierClient;
+    use ipclass::proto::GetTableInfoRequest;
+
+    runtime().block_on(async {
+        let mut client = IpClassifierClient::connect(server.grpc_endpoint())
+            .await
+            .expect("gRPC connects");
+        client
+            .get_table_info(GetTableInfoRequest {})
+            .await
+            .expect("GetTableInfo succeeds")
+            .into_inner()
+    })
+}
+
 fn table(server: &Server) -> Value {
     get_json(&server.url("/v1/table"))
 }
@@ -473,6 +489,8 @@ fn check_failure_then_fix(name: &str, broken: &str, parts: &[&str]) {
 
     fs::write(&config, broken).unwrap();
     await_failure(&server, 1, 1, parts);
+    let http_error = table(&server)["last_reload_error"].clone();
+    assert_eq!(grpc_table_info(&server).last_reload_error, http_error);
     server.wait_for_log(|line| {
         line["level"] == "ERROR"
             && line["message"]
@@ -547,6 +565,42 @@ fn permission_denied_keeps_table() {
     fs::write(&config, config_text(2)).unwrap();
     fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
     await_version(&server, 1, 2);
+
+    querier.finish();
+}
+
+/// Mounts a single file over the config path the way `docker run -v
+/// FILE:PATH` does, in a private mount namespace of the server. Only the
+/// watch on the file itself reports writes made through the source path.
+#[test]
+fn single_file_bind_mount_reloads() {
+    let dir = TempDir::new("reload-bind-mount");
+    fs::create_dir(dir.path.join("host")).unwrap();
+    fs::create_dir(dir.path.join("container")).unwrap();
+    let source = dir.path.join("host").join("c.toml");
+    fs::write(&source, config_text(1)).unwrap();
+    let config = dir.path.join("container").join("c.toml");
+    fs::write(&config, "").unwrap();
+    let script = format!(
+        "mount --bind '{}' '{}' && exec \"$0\" \"$@\"",
+        source.display(),
+        config.display()
+    );
+    let wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ];
+    let server = Server::start_wrapped(&wrapper, &config, FAST_RELOAD);
+    let querier = Querier::start(&server);
+    assert_eq!(query_version(&server), (1, 1));
+
+    fs::write(&source, config_text(10)).unwrap();
+    await_version(&server, 1, 10);
 
     querier.finish();
 }
@@ -707,6 +761,10 @@ async fn swaps_never_mix_tables() {
         batches += stats.batches;
     }
     let lookups = batches * probe_addresses().len() as u64;
+    println!(
+        "{lookups} lookups in {batches} batches saw {} generations",
+        generations.len()
+    );
     assert!(
         lookups >= 2_000,
         "only {lookups} lookups ran during the swaps"
