@@ -21,14 +21,14 @@ use serde_json::{json, Value};
 /// so slow that only file events and signals reload.
 const FAST_RELOAD: &[&str] = &["--reload-debounce", "50ms", "--poll-interval", "1h"];
 
-/// Longest a test waits for a reload to show.
+/// Maximum time a test waits for a reload to show.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Marker addresses 192.0.2.1 to 192.0.2.MARKERS; config version N makes
 /// only 192.0.2.N internal.
 const MARKERS: u32 = 12;
 
-/// A config whose answers identify `version`: 10.0.0.0/8 and fd00::/8 are
+/// A config whose verdicts identify `version`: 10.0.0.0/8 and fd00::/8 are
 /// internal in set "lan", and 192.0.2.VERSION/32 is internal in set "marker".
 fn config_text(version: u32) -> String {
     format!(
@@ -54,8 +54,8 @@ fn probe_addresses() -> Vec<String> {
     ips
 }
 
-/// Returns the config version that answered `body`, a batch response for
-/// [`probe_addresses`], or why the answers match no whole config.
+/// Returns the config version whose table produced `body`, a batch response for
+/// [`probe_addresses`], or why its verdicts match no whole config.
 fn version_of(body: &Value) -> Result<(u64, u32), String> {
     let generation = body["generation"]
         .as_u64()
@@ -422,7 +422,7 @@ fn sighup_forces_reload() {
 }
 
 /// A list folder reached through a symlink that is swapped by rename raises
-/// no event the watcher acts on, because only the config folder sees the
+/// no event the watcher acts on, because only the config folder reports the
 /// rename and the symlink is not a file the config names. The periodic
 /// check finds the change.
 #[test]
