@@ -10,13 +10,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::address::{self, Normalized};
 use crate::classify::classify_text;
 use crate::config::{self, Loaded};
+use crate::reload::{self, ReloadSettings};
 use crate::server;
 use crate::state::{AppState, Snapshot, DEFAULT_MAX_BATCH};
 use crate::table::{Table, Verdict};
@@ -75,6 +76,17 @@ pub struct ServeArgs {
     /// Time open requests get to finish after SIGTERM or Ctrl-C, such as 10s or 500ms.
     #[arg(long, env = "IPCLASS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Quiet period after a config file event before the reload starts, and
+    /// between the reads that must agree before a file counts as complete,
+    /// such as 250ms or 1s.
+    #[arg(long, env = "IPCLASS_RELOAD_DEBOUNCE", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub reload_debounce: Duration,
+
+    /// Interval of the content-hash check that catches config changes no
+    /// file event reports, such as 30s or 5m; must be above zero.
+    #[arg(long, env = "IPCLASS_POLL_INTERVAL", default_value = "30s", value_parser = parse_poll_interval)]
+    pub poll_interval: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +118,14 @@ fn parse_batch_size(text: &str) -> Result<usize, String> {
             "{text:?} is not a whole number from 1 to {}",
             u32::MAX
         )),
+    }
+}
+
+fn parse_poll_interval(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(interval) if !interval.is_zero() => Ok(interval),
+        Ok(_) => Err("the poll interval must be above zero, such as 30s".to_owned()),
+        Err(error) => Err(error.to_string()),
     }
 }
 
@@ -232,13 +252,21 @@ pub async fn serve(
     for warning in &loaded.warnings {
         tracing::warn!(config = %args.config.display(), "{warning}");
     }
+    let loaded_sources = loaded.sources.clone();
     let snapshot = build_snapshot(loaded, 1, started);
     log_table(&snapshot, &args.config);
+    let sources = loaded_sources;
     let state = Arc::new(AppState::new(
         snapshot,
         args.config.clone(),
         args.max_batch_size,
     ));
+    reload::describe_metrics();
+    let settings = ReloadSettings {
+        debounce: args.reload_debounce,
+        poll_interval: args.poll_interval,
+    };
+    let reloader = reload::spawn(state.clone(), settings, sources);
 
     let listener = match server::bind(args.listen).await {
         Ok(listener) => listener,
@@ -253,7 +281,9 @@ pub async fn serve(
         .unwrap_or_default();
     tracing::info!(%address, version = env!("CARGO_PKG_VERSION"), "listening");
 
-    match server::serve(listener, state, shutdown, args.shutdown_grace).await {
+    let served = server::serve(listener, state, shutdown, args.shutdown_grace).await;
+    reloader.abort();
+    match served {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -267,13 +297,7 @@ pub async fn serve(
 
 /// Builds a table from a validated config; `started` is when reading began.
 pub fn build_snapshot(loaded: Loaded, generation: u64, started: Instant) -> Snapshot {
-    let table = Table::new(loaded.spec, generation);
-    Snapshot {
-        table,
-        content_hash: loaded.content_hash,
-        loaded_at: SystemTime::now(),
-        build_time: started.elapsed(),
-    }
+    Snapshot::build(loaded, generation, started)
 }
 
 fn log_table(snapshot: &Snapshot, config: &Path) {

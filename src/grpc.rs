@@ -104,7 +104,7 @@ pub fn table_info(state: &AppState, snapshot: &Snapshot) -> TableInfo {
         config_path: state.config_path.display().to_string(),
         content_hash: snapshot.content_hash.clone(),
         sets,
-        last_reload_error: String::new(),
+        last_reload_error: state.reload_status().last_error.unwrap_or_default(),
         build_seconds: snapshot.build_time.as_secs_f64(),
     }
 }

@@ -171,13 +171,33 @@ async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
+/// Reports readiness. A failed config watcher does not make the service
+/// unready, because the table still answers and the periodic check still
+/// reloads, so it shows only in the `watcher` detail.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let generation = state.snapshot().table.generation();
+    let status = state.reload_status();
+    let watcher = json!({
+        "healthy": status.watcher_error.is_none(),
+        "error": status.watcher_error.unwrap_or_default(),
+    });
+    let last_reload_error = status.last_error.unwrap_or_default();
     if state.is_shutting_down() {
-        let body = json!({ "status": "shutting down", "generation": generation });
+        let body = json!({
+            "status": "shutting down",
+            "generation": generation,
+            "watcher": watcher,
+            "last_reload_error": last_reload_error,
+        });
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
-    Json(json!({ "status": "ready", "generation": generation })).into_response()
+    let body = json!({
+        "status": "ready",
+        "generation": generation,
+        "watcher": watcher,
+        "last_reload_error": last_reload_error,
+    });
+    Json(body).into_response()
 }
 
 /// Answers paths that no route serves: gRPC callers get UNIMPLEMENTED, others

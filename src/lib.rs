@@ -10,6 +10,7 @@
 //! - [`config`]: the TOML config and list files to a validated table spec.
 //! - [`classify`]: the one classification function that every API shares.
 //! - [`state`]: the table that answers now, swapped whole on reload.
+//! - [`reload`]: follows the config files and swaps in a new table.
 //! - [`grpc`], [`http`]: the two encodings of the same API.
 //! - [`server`]: one listener for both, with graceful shutdown.
 //! - [`cli`]: the `serve`, `check` and `lookup` commands.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod reload;
 pub mod server;
 pub mod state;
 pub mod table;

@@ -5,11 +5,12 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
+use crate::config::Loaded;
 use crate::error::RequestError;
 use crate::table::Table;
 
@@ -26,6 +27,28 @@ pub struct Snapshot {
     pub build_time: Duration,
 }
 
+impl Snapshot {
+    /// Builds a table from a validated config; `started` is when reading began.
+    pub fn build(loaded: Loaded, generation: u64, started: Instant) -> Snapshot {
+        let table = Table::new(loaded.spec, generation);
+        Snapshot {
+            table,
+            content_hash: loaded.content_hash,
+            loaded_at: SystemTime::now(),
+            build_time: started.elapsed(),
+        }
+    }
+}
+
+/// Outcome of the newest reload attempt and the health of the file watcher.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadStatus {
+    /// Error of the newest reload if it failed; `None` once a reload succeeds.
+    pub last_error: Option<String>,
+    /// Error that stopped the config file watcher; `None` while it runs.
+    pub watcher_error: Option<String>,
+}
+
 /// Shared state of a running service.
 #[derive(Debug)]
 pub struct AppState {
@@ -33,6 +56,7 @@ pub struct AppState {
     pub config_path: PathBuf,
     pub max_batch: usize,
     shutting_down: AtomicBool,
+    reload_status: Mutex<ReloadStatus>,
 }
 
 impl AppState {
@@ -42,6 +66,7 @@ impl AppState {
             config_path,
             max_batch,
             shutting_down: AtomicBool::new(false),
+            reload_status: Mutex::new(ReloadStatus::default()),
         }
     }
 
@@ -53,7 +78,12 @@ impl AppState {
     /// Replaces the snapshot in one atomic store; requests that already hold
     /// the old one finish with it.
     pub fn install(&self, snapshot: Snapshot) {
-        self.current.store(Arc::new(snapshot));
+        self.install_shared(Arc::new(snapshot));
+    }
+
+    /// Like [`AppState::install`], for a snapshot the caller keeps a handle to.
+    pub fn install_shared(&self, snapshot: Arc<Snapshot>) {
+        self.current.store(snapshot);
     }
 
     /// Rejects a batch larger than the configured maximum.
@@ -65,6 +95,26 @@ impl AppState {
             });
         }
         Ok(())
+    }
+
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.lock_reload_status().clone()
+    }
+
+    pub fn set_last_reload_error(&self, error: Option<String>) {
+        self.lock_reload_status().last_error = error;
+    }
+
+    pub fn set_watcher_error(&self, error: Option<String>) {
+        self.lock_reload_status().watcher_error = error;
+    }
+
+    // The status is plain data that every writer leaves whole, so a panic in
+    // another holder does not make it unusable.
+    fn lock_reload_status(&self) -> std::sync::MutexGuard<'_, ReloadStatus> {
+        self.reload_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn begin_shutdown(&self) {

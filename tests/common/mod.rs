@@ -36,7 +36,20 @@ impl Server {
     /// Starts `ipclass serve --config CONFIG --listen 127.0.0.1:0 EXTRA...` and
     /// waits for its "listening" log line.
     pub fn start(config: &Path, extra: &[&str]) -> Server {
-        let mut command = Command::new(binary());
+        Server::start_wrapped(&[], config, extra)
+    }
+
+    /// Like [`Server::start`], but runs the server through `wrapper`, such as
+    /// `["setpriv", "--reuid=65534", ...]`; an empty wrapper runs it directly.
+    pub fn start_wrapped(wrapper: &[&str], config: &Path, extra: &[&str]) -> Server {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
         command
             .args([
                 "--log-format",

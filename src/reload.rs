@@ -1,0 +1,812 @@
+//! Follows the config file and its list files, and swaps in a new table when
+//! they change.
+//!
+//! File events, SIGHUP and a periodic content-hash check all start the same
+//! reload: read the files until two reads agree, build the table on a
+//! blocking thread, and install it with one atomic store. A failed reload
+//! keeps the current table. The table module has no part in this.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+use notify::event::{AccessKind, AccessMode, EventKind};
+use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinHandle;
+
+use crate::config::{self, ConfigErrors, Loaded};
+use crate::state::{AppState, Snapshot};
+
+const RELOADS: &str = "ipclass_config_reloads_total";
+const LAST_RELOAD_SUCCESSFUL: &str = "ipclass_config_last_reload_successful";
+const LAST_RELOAD_SUCCESS_TIMESTAMP: &str = "ipclass_config_last_reload_success_timestamp_seconds";
+const TABLE_GENERATION: &str = "ipclass_table_generation";
+const TABLE_PREFIXES: &str = "ipclass_table_prefixes";
+const WATCHER_FAILURES: &str = "ipclass_config_watcher_failures_total";
+const WATCHER_UP: &str = "ipclass_config_watcher_up";
+
+/// Reads of one reload after the first, at most, while the files keep
+/// changing. The last read is used if they never agree.
+const MAX_SETTLE_READS: u32 = 10;
+
+/// Timing settings of the reload path.
+#[derive(Debug, Clone, Copy)]
+pub struct ReloadSettings {
+    /// Quiet period after a file event, and the pause between the reads that
+    /// must agree before the files count as complete.
+    pub debounce: Duration,
+    /// Interval of the content-hash check that catches changes without events.
+    pub poll_interval: Duration,
+}
+
+/// Registers the help text of every reload and table metric.
+pub fn describe_metrics() {
+    describe_counter!(
+        RELOADS,
+        Unit::Count,
+        "Config reloads by result: success or failure."
+    );
+    describe_gauge!(
+        LAST_RELOAD_SUCCESSFUL,
+        "1 if the newest config reload succeeded, 0 if it failed."
+    );
+    describe_gauge!(
+        LAST_RELOAD_SUCCESS_TIMESTAMP,
+        Unit::Seconds,
+        "Unix time at which the table that answers now was loaded."
+    );
+    describe_gauge!(
+        TABLE_GENERATION,
+        "Generation of the table that answers now."
+    );
+    describe_gauge!(
+        TABLE_PREFIXES,
+        Unit::Count,
+        "Prefixes in the table that answers now, by set and family (ipv4 or ipv6)."
+    );
+    describe_counter!(
+        WATCHER_FAILURES,
+        Unit::Count,
+        "Failures of the config file watcher; the periodic check still runs."
+    );
+    describe_gauge!(
+        WATCHER_UP,
+        "1 while the config file watcher runs, 0 after it failed."
+    );
+}
+
+/// Starts following the config of `state`; `sources` are the files that the
+/// current table was read from. The watches and the SIGHUP handler are in
+/// place when this returns, and the task runs until it is aborted.
+pub fn spawn(
+    state: Arc<AppState>,
+    settings: ReloadSettings,
+    sources: Vec<PathBuf>,
+) -> JoinHandle<()> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let mut reloader = Reloader::new(state.clone(), settings.debounce);
+    reloader.record_success(&state.snapshot());
+    let watch = WatchSet::new(&state.config_path, &sources);
+    let watcher = reloader.establish(&watch, &sender, None);
+    let hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => Some(hangup),
+        Err(error) => {
+            tracing::error!(%error, "failed to watch SIGHUP; only file events and the periodic check reload");
+            None
+        }
+    };
+    let watching = Watching {
+        sender,
+        receiver,
+        watch,
+        watcher,
+        hangup,
+    };
+    tokio::spawn(run(reloader, settings, watching))
+}
+
+/// Cause of a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    FileEvent,
+    /// SIGHUP: rebuild even when the content hash is unchanged.
+    Signal,
+    Poll,
+}
+
+/// Message from the watcher thread to the reload task.
+#[derive(Debug)]
+enum WatchMessage {
+    Changed,
+    Failed(String),
+}
+
+/// The sources of reload triggers, set up before the task starts.
+struct Watching {
+    sender: UnboundedSender<WatchMessage>,
+    receiver: UnboundedReceiver<WatchMessage>,
+    watch: WatchSet,
+    watcher: Option<RecommendedWatcher>,
+    hangup: Option<Signal>,
+}
+
+async fn run(mut reloader: Reloader, settings: ReloadSettings, watching: Watching) {
+    let Watching {
+        sender,
+        mut receiver,
+        mut watch,
+        mut watcher,
+        mut hangup,
+    } = watching;
+    let config_path = reloader.state.config_path.clone();
+    let start = tokio::time::Instant::now() + settings.poll_interval;
+    let mut poll = tokio::time::interval_at(start, settings.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        let trigger = tokio::select! {
+            message = receiver.recv() => match message {
+                Some(WatchMessage::Changed) => Trigger::FileEvent,
+                Some(WatchMessage::Failed(error)) => {
+                    reloader.watcher_failed(format!("config watcher failed: {error}"));
+                    watcher = None;
+                    Trigger::FileEvent
+                }
+                // The task keeps a sender, so the channel never closes.
+                None => continue,
+            },
+            () = next_hangup(&mut hangup) => {
+                tracing::info!(signal = "SIGHUP", "signal received; reloading the config");
+                Trigger::Signal
+            }
+            _ = poll.tick() => Trigger::Poll,
+        };
+        if trigger == Trigger::FileEvent {
+            debounce(&mut receiver, settings.debounce).await;
+        }
+
+        // Watches go up again before the read, so a change made during the
+        // read raises a new event. A rename or delete drops inotify watches,
+        // so every trigger re-establishes them.
+        watcher = reloader.establish(&watch, &sender, watcher);
+        let Some(outcome) = reloader.load(trigger).await else {
+            continue;
+        };
+        // A config that names new list files gets watches on them before its
+        // table is installed, so a change right after the swap is not missed.
+        let next = WatchSet::new(&config_path, outcome.sources());
+        if next != watch {
+            watch = next;
+            watcher = reloader.establish(&watch, &sender, watcher);
+        }
+        reloader.finish(outcome);
+    }
+}
+
+async fn next_hangup(hangup: &mut Option<Signal>) {
+    match hangup {
+        Some(hangup) => {
+            if hangup.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Waits until no event has arrived for `quiet`, dropping the burst.
+async fn debounce(receiver: &mut UnboundedReceiver<WatchMessage>, quiet: Duration) {
+    while let Ok(Some(_)) = tokio::time::timeout(quiet, receiver.recv()).await {}
+}
+
+/// The files and folders to watch for one config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WatchSet {
+    files: BTreeSet<PathBuf>,
+    folders: BTreeSet<PathBuf>,
+    names: BTreeSet<OsString>,
+}
+
+impl WatchSet {
+    /// Watches `config` and `sources` and their folders. The config is
+    /// always included, even when a failed load named no sources.
+    fn new(config: &Path, sources: &[PathBuf]) -> WatchSet {
+        let mut watch = WatchSet {
+            files: BTreeSet::new(),
+            folders: BTreeSet::new(),
+            names: BTreeSet::new(),
+        };
+        for path in std::iter::once(config).chain(sources.iter().map(PathBuf::as_path)) {
+            watch.files.insert(path.to_owned());
+            watch.folders.insert(folder_of(path).to_owned());
+            if let Some(name) = path.file_name() {
+                watch.names.insert(name.to_owned());
+            }
+        }
+        watch
+    }
+
+    /// Tells whether `event` may change what the config loads. Editors' swap
+    /// and backup files in the same folder do not. Opening and reading a file
+    /// do not either, and the reload itself does both.
+    fn is_relevant(&self, event: &Event) -> bool {
+        if event.need_rescan() {
+            return true;
+        }
+        if matches!(
+            event.kind,
+            EventKind::Access(AccessKind::Open(_))
+                | EventKind::Access(AccessKind::Read)
+                | EventKind::Access(AccessKind::Close(AccessMode::Read))
+                | EventKind::Access(AccessKind::Close(AccessMode::Execute))
+        ) {
+            return false;
+        }
+        event.paths.iter().any(|path| self.is_relevant_path(path))
+    }
+
+    fn is_relevant_path(&self, path: &Path) -> bool {
+        if self.files.contains(path) || self.folders.contains(path) {
+            return true;
+        }
+        // A Kubernetes ConfigMap volume publishes a new version by replacing
+        // the `..data` symlink, and only the folder watch reports that rename.
+        // NOTE: a symlinked folder between the config folder and a list file,
+        // when swapped under another name, raises no event that passes here,
+        // so only the periodic check finds that change.
+        path.file_name().is_some_and(|name| {
+            self.names.contains(name) || name.to_string_lossy().starts_with("..")
+        })
+    }
+}
+
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Creates a watcher over `watch` whose relevant events go to `sender`.
+/// A folder that cannot be watched fails the watcher. A missing file does
+/// not, because the folder watch reports it when it comes back.
+fn start_watcher(
+    watch: &WatchSet,
+    sender: &UnboundedSender<WatchMessage>,
+) -> Result<RecommendedWatcher, String> {
+    let filter = watch.clone();
+    let sender = sender.clone();
+    let handler = move |result: notify::Result<Event>| {
+        let message = match result {
+            Ok(event) if filter.is_relevant(&event) => WatchMessage::Changed,
+            Ok(_) => return,
+            Err(error) => WatchMessage::Failed(error.to_string()),
+        };
+        let _ = sender.send(message);
+    };
+    let mut watcher = notify::recommended_watcher(handler)
+        .map_err(|error| format!("failed to start the config watcher: {error}"))?;
+    for folder in &watch.folders {
+        watcher
+            .watch(folder, RecursiveMode::NonRecursive)
+            .map_err(|error| format!("failed to watch folder {}: {error}", folder.display()))?;
+    }
+    for file in &watch.files {
+        if let Err(error) = watcher.watch(file, RecursiveMode::NonRecursive) {
+            tracing::debug!(file = %file.display(), %error, "file not watched; its folder is");
+        }
+    }
+    Ok(watcher)
+}
+
+/// The result of one reload attempt on the blocking thread.
+enum Outcome {
+    Built {
+        // Boxed because a table is far larger than a list of paths.
+        snapshot: Box<Snapshot>,
+        loaded_warnings: Vec<String>,
+        sources: Vec<PathBuf>,
+    },
+    Unchanged {
+        sources: Vec<PathBuf>,
+    },
+}
+
+impl Outcome {
+    fn sources(&self) -> &[PathBuf] {
+        match self {
+            Outcome::Built { sources, .. } | Outcome::Unchanged { sources } => sources,
+        }
+    }
+}
+
+/// Loads, installs and reports reloads for one service.
+struct Reloader {
+    state: Arc<AppState>,
+    settle: Duration,
+    /// Set names of the current table, to zero the series of sets that a
+    /// reload removes.
+    set_names: Vec<String>,
+    last_failure: Option<String>,
+}
+
+impl Reloader {
+    fn new(state: Arc<AppState>, settle: Duration) -> Reloader {
+        Reloader {
+            state,
+            settle,
+            set_names: Vec::new(),
+            last_failure: None,
+        }
+    }
+
+    /// Returns a running watcher over `watch`, or `None` after logging and
+    /// counting why none could start. `previous` stays alive until the new
+    /// one watches, so no event falls between them.
+    fn establish(
+        &self,
+        watch: &WatchSet,
+        sender: &UnboundedSender<WatchMessage>,
+        previous: Option<RecommendedWatcher>,
+    ) -> Option<RecommendedWatcher> {
+        let was_failed = self.state.reload_status().watcher_error.is_some();
+        match start_watcher(watch, sender) {
+            Ok(watcher) => {
+                drop(previous);
+                if was_failed {
+                    tracing::info!(config = %self.state.config_path.display(), "config watcher running again");
+                }
+                self.state.set_watcher_error(None);
+                gauge!(WATCHER_UP).set(1.0);
+                Some(watcher)
+            }
+            Err(error) => {
+                self.watcher_failed(error);
+                None
+            }
+        }
+    }
+
+    fn watcher_failed(&self, error: String) {
+        let status = self.state.reload_status();
+        // One failure that persists is logged and counted once, although
+        // every trigger tries again.
+        if status.watcher_error.as_deref() != Some(error.as_str()) {
+            tracing::error!(
+                config = %self.state.config_path.display(),
+                "{error}; the periodic check still reloads"
+            );
+            counter!(WATCHER_FAILURES).increment(1);
+        }
+        self.state.set_watcher_error(Some(error));
+        gauge!(WATCHER_UP).set(0.0);
+    }
+
+    /// Reads and builds the config on a blocking thread. Returns `None`
+    /// after logging and counting a failure.
+    async fn load(&mut self, trigger: Trigger) -> Option<Outcome> {
+        let current = self.state.snapshot();
+        let path = self.state.config_path.clone();
+        let settle = self.settle;
+        let generation = current.table.generation() + 1;
+        let current_hash = (trigger != Trigger::Signal).then(|| current.content_hash.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            build(&path, settle, generation, current_hash.as_deref())
+        });
+        let outcome = match task.await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::error!(%error, "config reload task failed; keeping the current table");
+                return None;
+            }
+        };
+        match outcome {
+            Ok(outcome) => Some(outcome),
+            Err(errors) => {
+                self.fail(trigger, &errors);
+                None
+            }
+        }
+    }
+
+    /// Installs a built table, or records that the config is unchanged.
+    fn finish(&mut self, outcome: Outcome) {
+        let current = self.state.snapshot();
+        match outcome {
+            Outcome::Built {
+                snapshot,
+                loaded_warnings,
+                ..
+            } => {
+                for warning in loaded_warnings {
+                    tracing::warn!(config = %self.state.config_path.display(), "{warning}");
+                }
+                self.install(*snapshot, current.table.generation());
+            }
+            Outcome::Unchanged { .. } => {
+                tracing::debug!(
+                    config = %self.state.config_path.display(),
+                    content_hash = %current.content_hash,
+                    "config content unchanged; reload skipped"
+                );
+                self.clear_failure();
+            }
+        }
+    }
+
+    fn install(&mut self, snapshot: Snapshot, old_generation: u64) {
+        let generation = snapshot.table.generation();
+        let sets = describe_sets(&snapshot);
+        let build_ms = snapshot.build_time.as_secs_f64() * 1000.0;
+        let prefixes = snapshot.table.prefixes().len();
+        let snapshot = Arc::new(snapshot);
+        self.state.install_shared(snapshot.clone());
+        counter!(RELOADS, "result" => "success").increment(1);
+        self.record_success(&snapshot);
+        self.clear_failure();
+        tracing::info!(
+            config = %self.state.config_path.display(),
+            old_generation,
+            generation,
+            prefixes,
+            sets,
+            build_ms,
+            "table reloaded"
+        );
+    }
+
+    fn clear_failure(&mut self) {
+        self.last_failure = None;
+        self.state.set_last_reload_error(None);
+        gauge!(LAST_RELOAD_SUCCESSFUL).set(1.0);
+    }
+
+    fn fail(&mut self, trigger: Trigger, errors: &ConfigErrors) {
+        let message = errors.to_string();
+        // The periodic check finds a broken config again on every tick, and
+        // events that arrive during a read start one more read of the same
+        // files. Each failure is logged and counted once, except on SIGHUP.
+        if trigger != Trigger::Signal && self.last_failure.as_deref() == Some(message.as_str()) {
+            tracing::debug!(config = %self.state.config_path.display(), "config still invalid");
+            return;
+        }
+        tracing::error!(
+            config = %self.state.config_path.display(),
+            generation = self.state.snapshot().table.generation(),
+            "config reload failed; keeping the current table: {message}"
+        );
+        counter!(RELOADS, "result" => "failure").increment(1);
+        gauge!(LAST_RELOAD_SUCCESSFUL).set(0.0);
+        self.state.set_last_reload_error(Some(message.clone()));
+        self.last_failure = Some(message);
+    }
+
+    /// Sets the table gauges for `snapshot` and zeroes the series of sets it
+    /// no longer has.
+    fn record_success(&mut self, snapshot: &Snapshot) {
+        let table = &snapshot.table;
+        gauge!(TABLE_GENERATION).set(table.generation() as f64);
+        gauge!(LAST_RELOAD_SUCCESSFUL).set(1.0);
+        let loaded_at = snapshot
+            .loaded_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        gauge!(LAST_RELOAD_SUCCESS_TIMESTAMP).set(loaded_at.as_secs_f64());
+
+        let names: Vec<String> = table.sets().iter().map(|set| set.name.clone()).collect();
+        for (name, (ipv4, ipv6)) in names.iter().zip(table.prefix_counts()) {
+            set_prefix_gauges(name, ipv4 as f64, ipv6 as f64);
+        }
+        for gone in self.set_names.iter().filter(|name| !names.contains(name)) {
+            set_prefix_gauges(gone, 0.0, 0.0);
+        }
+        self.set_names = names;
+    }
+}
+
+fn set_prefix_gauges(set: &str, ipv4: f64, ipv6: f64) {
+    let set = set.to_owned();
+    gauge!(TABLE_PREFIXES, "set" => set.clone(), "family" => "ipv4").set(ipv4);
+    gauge!(TABLE_PREFIXES, "set" => set, "family" => "ipv6").set(ipv6);
+}
+
+/// Per-set prefix counts for the reload log line, such as
+/// `lan: 2 IPv4, 1 IPv6; vpn: 1 IPv4, 0 IPv6`.
+fn describe_sets(snapshot: &Snapshot) -> String {
+    let table = &snapshot.table;
+    let mut text = String::new();
+    for (set, (ipv4, ipv6)) in table.sets().iter().zip(table.prefix_counts()) {
+        if !text.is_empty() {
+            text.push_str("; ");
+        }
+        let _ = write!(text, "{}: {ipv4} IPv4, {ipv6} IPv6", set.name);
+    }
+    text
+}
+
+/// Reads the config until stable and builds generation `generation` from it.
+/// Skips the build when the content hash equals `current_hash`. Blocks, so
+/// it runs on a blocking thread.
+fn build(
+    path: &Path,
+    settle: Duration,
+    generation: u64,
+    current_hash: Option<&str>,
+) -> Result<Outcome, ConfigErrors> {
+    let (result, started) = load_stable(path, settle);
+    let loaded = result?;
+    let sources = loaded.sources.clone();
+    if current_hash == Some(loaded.content_hash.as_str()) {
+        return Ok(Outcome::Unchanged { sources });
+    }
+    let loaded_warnings = loaded.warnings.iter().map(ToString::to_string).collect();
+    Ok(Outcome::Built {
+        snapshot: Box::new(Snapshot::build(loaded, generation, started)),
+        loaded_warnings,
+        sources,
+    })
+}
+
+/// Loads the config until two reads `settle` apart agree, so a file caught
+/// mid-write is read again. Returns the last result and when its read began.
+fn load_stable(path: &Path, settle: Duration) -> (Result<Loaded, ConfigErrors>, Instant) {
+    let mut started = Instant::now();
+    let mut result = config::load(path);
+    for _ in 0..MAX_SETTLE_READS {
+        std::thread::sleep(settle);
+        let next_started = Instant::now();
+        let next = config::load(path);
+        let stable = same_outcome(&result, &next);
+        result = next;
+        started = next_started;
+        if stable {
+            break;
+        }
+    }
+    (result, started)
+}
+
+fn same_outcome(a: &Result<Loaded, ConfigErrors>, b: &Result<Loaded, ConfigErrors>) -> bool {
+    match (a, b) {
+        (Ok(a), Ok(b)) => a.content_hash == b.content_hash,
+        (Err(a), Err(b)) => a.to_string() == b.to_string(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use metrics::{
+        Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder,
+        SharedString,
+    };
+
+    use super::*;
+    use crate::config::parse;
+
+    /// A recorder that keeps the last value of each series, keyed as
+    /// `name{label=value,...}`.
+    #[derive(Default)]
+    struct TestRecorder {
+        values: Arc<Mutex<HashMap<String, f64>>>,
+    }
+
+    struct Series {
+        key: String,
+        values: Arc<Mutex<HashMap<String, f64>>>,
+    }
+
+    impl Series {
+        fn update(&self, change: impl FnOnce(&mut f64)) {
+            let mut values = self.values.lock().unwrap();
+            change(values.entry(self.key.clone()).or_insert(0.0));
+        }
+    }
+
+    impl CounterFn for Series {
+        fn increment(&self, value: u64) {
+            self.update(|total| *total += value as f64);
+        }
+
+        fn absolute(&self, value: u64) {
+            self.update(|total| *total = value as f64);
+        }
+    }
+
+    impl GaugeFn for Series {
+        fn increment(&self, value: f64) {
+            self.update(|gauge| *gauge += value);
+        }
+
+        fn decrement(&self, value: f64) {
+            self.update(|gauge| *gauge -= value);
+        }
+
+        fn set(&self, value: f64) {
+            self.update(|gauge| *gauge = value);
+        }
+    }
+
+    impl TestRecorder {
+        fn series(&self, key: &Key) -> Arc<Series> {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|label| format!("{}={}", label.key(), label.value()))
+                .collect();
+            let key = format!("{}{{{}}}", key.name(), labels.join(","));
+            Arc::new(Series {
+                key,
+                values: self.values.clone(),
+            })
+        }
+
+        fn value(&self, key: &str) -> Option<f64> {
+            self.values.lock().unwrap().get(key).copied()
+        }
+    }
+
+    impl Recorder for TestRecorder {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(self.series(key))
+        }
+
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(self.series(key))
+        }
+
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    fn snapshot(text: &str, generation: u64) -> Snapshot {
+        let loaded = parse(text, Path::new("c.toml"), &mut |_| {
+            Err(std::io::Error::other("no list files in this test"))
+        })
+        .expect("test config is valid");
+        Snapshot::build(loaded, generation, Instant::now())
+    }
+
+    const TWO_SETS: &str =
+        "[sets.lan]\ninternal = true\nnetworks = [\"10.0.0.0/8\", \"fd00::/8\"]\n\
+                            [sets.vpn]\ninternal = true\nnetworks = [\"100.64.0.0/10\"]\n";
+    const ONE_SET: &str = "[sets.lan]\ninternal = true\nnetworks = [\"10.0.0.0/8\"]\n";
+
+    fn reloader() -> Reloader {
+        let state = AppState::new(snapshot(TWO_SETS, 1), "c.toml".into(), 16);
+        Reloader::new(Arc::new(state), Duration::ZERO)
+    }
+
+    #[test]
+    fn reload_metrics_follow_the_table() {
+        let recorder = TestRecorder::default();
+        let mut reloader = reloader();
+        metrics::with_local_recorder(&recorder, || {
+            reloader.record_success(&reloader.state.snapshot());
+            reloader.install(snapshot(ONE_SET, 2), 1);
+        });
+
+        assert_eq!(recorder.value("ipclass_table_generation{}"), Some(2.0));
+        assert_eq!(
+            recorder.value("ipclass_config_reloads_total{result=success}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            recorder.value("ipclass_config_last_reload_successful{}"),
+            Some(1.0)
+        );
+        let timestamp = recorder.value("ipclass_config_last_reload_success_timestamp_seconds{}");
+        assert!(timestamp.is_some_and(|seconds| seconds > 1e9));
+        let prefixes = |set: &str, family: &str| {
+            recorder.value(&format!(
+                "ipclass_table_prefixes{{set={set},family={family}}}"
+            ))
+        };
+        assert_eq!(prefixes("lan", "ipv4"), Some(1.0));
+        assert_eq!(prefixes("lan", "ipv6"), Some(0.0));
+        assert_eq!(
+            prefixes("vpn", "ipv4"),
+            Some(0.0),
+            "a removed set is zeroed"
+        );
+        assert_eq!(reloader.state.snapshot().table.generation(), 2);
+    }
+
+    #[test]
+    fn repeated_failure_counts_once() {
+        let recorder = TestRecorder::default();
+        let mut reloader = reloader();
+        let errors = config::load(Path::new("/nonexistent/ipclass.toml")).unwrap_err();
+        metrics::with_local_recorder(&recorder, || {
+            reloader.fail(Trigger::FileEvent, &errors);
+            reloader.fail(Trigger::Poll, &errors);
+            reloader.fail(Trigger::FileEvent, &errors);
+        });
+        let failures = "ipclass_config_reloads_total{result=failure}";
+        assert_eq!(recorder.value(failures), Some(1.0));
+        assert_eq!(
+            recorder.value("ipclass_config_last_reload_successful{}"),
+            Some(0.0)
+        );
+        let last_error = reloader.state.reload_status().last_error.unwrap();
+        assert!(
+            last_error.contains("/nonexistent/ipclass.toml"),
+            "{last_error}"
+        );
+
+        metrics::with_local_recorder(&recorder, || reloader.fail(Trigger::Signal, &errors));
+        assert_eq!(recorder.value(failures), Some(2.0), "SIGHUP reports again");
+    }
+
+    #[test]
+    fn watcher_failure_counts_once() {
+        let recorder = TestRecorder::default();
+        let reloader = reloader();
+        metrics::with_local_recorder(&recorder, || {
+            reloader.watcher_failed("failed to watch folder /gone".into());
+            reloader.watcher_failed("failed to watch folder /gone".into());
+        });
+        let failures = "ipclass_config_watcher_failures_total{}";
+        assert_eq!(recorder.value(failures), Some(1.0));
+        assert_eq!(recorder.value("ipclass_config_watcher_up{}"), Some(0.0));
+        let status = reloader.state.reload_status();
+        assert_eq!(
+            status.watcher_error.as_deref(),
+            Some("failed to watch folder /gone")
+        );
+    }
+
+    fn event(kind: EventKind, path: &str) -> Event {
+        Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    #[test]
+    fn watch_set_covers_config_lists_and_folders() {
+        let sources = [
+            PathBuf::from("/etc/ipclass/ipclass.toml"),
+            PathBuf::from("/srv/lists/vpn.txt"),
+        ];
+        let watch = WatchSet::new(Path::new("/etc/ipclass/ipclass.toml"), &sources);
+        assert_eq!(watch.files.len(), 2);
+        assert!(watch.folders.contains(Path::new("/etc/ipclass")));
+        assert!(watch.folders.contains(Path::new("/srv/lists")));
+    }
+
+    #[test]
+    fn relative_config_watches_current_folder() {
+        let watch = WatchSet::new(Path::new("ipclass.toml"), &[]);
+        assert!(watch.folders.contains(Path::new(".")));
+    }
+
+    #[test]
+    fn relevant_events_pass_the_filter() {
+        let watch = WatchSet::new(Path::new("/cfg/ipclass.toml"), &[]);
+        let modify = EventKind::Modify(notify::event::ModifyKind::Any);
+        let create = EventKind::Create(notify::event::CreateKind::File);
+        assert!(watch.is_relevant(&event(modify, "/cfg/ipclass.toml")));
+        assert!(watch.is_relevant(&event(create, "/cfg/..data")));
+        assert!(watch.is_relevant(&event(create, "/elsewhere/ipclass.toml")));
+    }
+
+    #[test]
+    fn unrelated_events_are_filtered() {
+        let watch = WatchSet::new(Path::new("/cfg/ipclass.toml"), &[]);
+        let open = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        let create = EventKind::Create(notify::event::CreateKind::File);
+        assert!(!watch.is_relevant(&event(open, "/cfg/ipclass.toml")));
+        assert!(!watch.is_relevant(&event(create, "/cfg/.ipclass.toml.swp")));
+    }
+}
