@@ -8,13 +8,12 @@
 mod diagnostic;
 mod prefix;
 
-use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use ip_network::IpNetwork;
+use ip_network_table::IpNetworkTable;
 use sha2::{Digest, Sha256};
 use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
@@ -84,7 +83,8 @@ struct Reader<'a> {
     line_starts: Vec<usize>,
     read_list: &'a mut dyn FnMut(&Path) -> io::Result<String>,
     spec: TableSpec,
-    seen: HashMap<IpNetwork, usize>,
+    /// Every accepted prefix, with its index in `spec.prefixes`.
+    seen: IpNetworkTable<u32>,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     hasher: Sha256,
@@ -110,7 +110,7 @@ impl<'a> Reader<'a> {
                 files: vec![path.to_owned()],
                 ..TableSpec::default()
             },
-            seen: HashMap::new(),
+            seen: IpNetworkTable::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
             hasher,
@@ -334,8 +334,8 @@ impl<'a> Reader<'a> {
             None => {}
         }
 
-        if let Some(&index) = self.seen.get(&network) {
-            let first = &self.spec.prefixes[index];
+        if let Some(&index) = self.seen.exact_match(network) {
+            let first = &self.spec.prefixes[index as usize];
             let first_location = self.file_location(first.origin.file, first.origin.line);
             let first_set = first.set;
             let problem = if first_set == set {
@@ -360,7 +360,11 @@ impl<'a> Reader<'a> {
             return;
         }
 
-        if u32::try_from(self.spec.prefixes.len()).is_err() {
+        // u32::MAX is reserved: the compiled table uses it for "no match".
+        let Some(index) = u32::try_from(self.spec.prefixes.len())
+            .ok()
+            .filter(|&i| i < u32::MAX)
+        else {
             let max = u64::from(u32::MAX);
             self.errors.push(Diagnostic {
                 location,
@@ -370,8 +374,8 @@ impl<'a> Reader<'a> {
                 },
             });
             return;
-        }
-        self.seen.insert(network, self.spec.prefixes.len());
+        };
+        self.seen.insert(network, index);
         self.spec.prefixes.push(PrefixEntry {
             network,
             set,

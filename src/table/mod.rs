@@ -8,8 +8,11 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+mod compiled;
+
 use ip_network::IpNetwork;
-use ip_network_table::IpNetworkTable;
+
+pub use compiled::CompiledTable;
 
 use crate::address::Normalized;
 
@@ -82,9 +85,13 @@ pub struct Match<'t> {
 }
 
 /// An immutable longest-prefix-match table over named sets.
+///
+/// The config is validated into an `ip_network_table` (which finds duplicate
+/// prefixes); lookups use a [`CompiledTable`] built from the same prefixes,
+/// because it answers several times faster and takes less memory.
 pub struct Table {
     spec: TableSpec,
-    lpm: IpNetworkTable<u32>,
+    compiled: CompiledTable,
     generation: u64,
 }
 
@@ -92,14 +99,28 @@ impl Table {
     /// Builds the lookup structure from `spec`. `generation` identifies the
     /// table in every answer it gives.
     pub fn new(spec: TableSpec, generation: u64) -> Table {
-        let mut lpm = IpNetworkTable::new();
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
         for (index, entry) in spec.prefixes.iter().enumerate() {
-            let index = u32::try_from(index).expect("prefix count fits in u32");
-            lpm.insert(entry.network, index);
+            // The config rejects more than u32::MAX - 1 prefixes, and
+            // u32::MAX is the compiled table's "no match".
+            let index = u32::try_from(index).expect("prefix count is below u32::MAX");
+            match entry.network {
+                IpNetwork::V4(network) => v4.push((
+                    u32::from(network.network_address()),
+                    network.netmask(),
+                    index,
+                )),
+                IpNetwork::V6(network) => v6.push((
+                    u128::from(network.network_address()),
+                    network.netmask(),
+                    index,
+                )),
+            }
         }
         Table {
+            compiled: CompiledTable::build(&v4, &v6),
             spec,
-            lpm,
             generation,
         }
     }
@@ -126,8 +147,28 @@ impl Table {
 
     /// Returns the longest prefix that contains `address`.
     pub fn longest_match(&self, address: IpAddr) -> Option<&PrefixEntry> {
-        let (_, &index) = self.lpm.longest_match(address)?;
+        let index = match address {
+            IpAddr::V4(v4) => self.compiled.lookup_v4(u32::from(v4)),
+            IpAddr::V6(v6) => self.compiled.lookup_v6(u128::from(v6)),
+        }?;
         Some(&self.spec.prefixes[index as usize])
+    }
+
+    /// Returns the prefix at `index`, a value that [`CompiledTable`] lookups
+    /// return.
+    pub fn prefix(&self, index: u32) -> &PrefixEntry {
+        &self.spec.prefixes[index as usize]
+    }
+
+    /// The lookup structure, for callers that classify whole batches.
+    pub fn compiled(&self) -> &CompiledTable {
+        &self.compiled
+    }
+
+    /// Heap bytes of the lookup structure and the prefix list.
+    pub fn memory_bytes(&self) -> usize {
+        self.compiled.memory_bytes()
+            + self.spec.prefixes.capacity() * std::mem::size_of::<PrefixEntry>()
     }
 
     /// Classifies an address that [`crate::address`] has normalized.

@@ -173,11 +173,17 @@ proptest! {
             })
             .collect();
         let table = Table::new(table_spec, 1);
+        let mut validated = ip_network_table::IpNetworkTable::new();
+        for (network, _) in &prefixes {
+            validated.insert(*network, ());
+        }
 
         for address in addresses {
             let expected = brute_force(&prefixes, address).map(|index| prefixes[index].0);
             let found = table.longest_match(address).map(|entry| entry.network);
-            prop_assert_eq!(found, expected, "address {}", address);
+            prop_assert_eq!(found, expected, "compiled table, address {}", address);
+            let found = validated.longest_match(address).map(|(network, _)| network);
+            prop_assert_eq!(found, expected, "ip_network_table, address {}", address);
         }
     }
 }
