@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::address::{self, Normalized};
 use crate::classify::classify_text;
 use crate::config::{self, Loaded};
+use crate::metrics::{self, SetCounters};
 use crate::server;
 use crate::state::{AppState, Snapshot, DEFAULT_MAX_BATCH};
 use crate::table::{Table, Verdict};
@@ -75,6 +76,11 @@ pub struct ServeArgs {
     /// Time open requests get to finish after SIGTERM or Ctrl-C, such as 10s or 500ms.
     #[arg(long, env = "IPCLASS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Extra address and port that serves only GET /metrics, apart from the
+    /// API; /metrics is on --listen either way.
+    #[arg(long, env = "IPCLASS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +228,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> ExitCode {
     let started = Instant::now();
+    // Installed before the table is built, because the table resolves its
+    // per-set counters in the installed recorder.
+    let metrics = match metrics::install() {
+        Ok(handle) => handle,
+        Err(error) => {
+            tracing::error!(%error, "failed to install the metrics recorder");
+            return ExitCode::from(EXIT_RUNTIME_FAILURE);
+        }
+    };
     let loaded = match config::load(&args.config) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -252,8 +267,26 @@ pub async fn serve(
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(%address, version = env!("CARGO_PKG_VERSION"), "listening");
+    let metrics_listener = match args.metrics_listen {
+        Some(address) => match server::bind(address).await {
+            Ok(listener) => {
+                let bound = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                tracing::info!(address = %bound, "serving metrics");
+                Some(listener)
+            }
+            Err(error) => {
+                tracing::error!(%address, %error, "failed to listen for metrics; choose another address with --metrics-listen");
+                return ExitCode::from(EXIT_RUNTIME_FAILURE);
+            }
+        },
+        None => None,
+    };
 
-    match server::serve(listener, state, shutdown, args.shutdown_grace).await {
+    let grace = args.shutdown_grace;
+    match server::serve(listener, metrics_listener, state, metrics, shutdown, grace).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -269,6 +302,7 @@ pub async fn serve(
 pub fn build_snapshot(loaded: Loaded, generation: u64, started: Instant) -> Snapshot {
     let table = Table::new(loaded.spec, generation);
     Snapshot {
+        set_counters: SetCounters::new(&table),
         table,
         content_hash: loaded.content_hash,
         loaded_at: SystemTime::now(),

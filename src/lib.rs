@@ -11,6 +11,7 @@
 //! - [`classify`]: the one classification function that every API shares.
 //! - [`state`]: the table that answers now, swapped whole on reload.
 //! - [`grpc`], [`http`]: the two encodings of the same API.
+//! - [`metrics`]: Prometheus metrics and the `/metrics` route.
 //! - [`server`]: one listener for both, with graceful shutdown.
 //! - [`cli`]: the `serve`, `check` and `lookup` commands.
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod state;
 pub mod table;

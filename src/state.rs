@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 
 use crate::error::RequestError;
+use crate::metrics::SetCounters;
 use crate::table::Table;
 
 /// Default maximum number of addresses in one request.
@@ -24,6 +25,8 @@ pub struct Snapshot {
     pub content_hash: String,
     pub loaded_at: SystemTime,
     pub build_time: Duration,
+    /// Hit counters of `table`'s sets, resolved when the table was built.
+    pub set_counters: SetCounters,
 }
 
 /// Shared state of a running service.
