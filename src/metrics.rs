@@ -260,8 +260,11 @@ impl BatchTally {
     }
 
     /// Adds the batch to `ipclass_lookups_total`, `ipclass_batch_size` and
-    /// the set counters, which must belong to the table the batch used.
+    /// the set counters, which must belong to the table the batch used, and
+    /// logs the verdict counts at debug level in the current request span.
     pub fn record(&self, api: Api, sets: &SetCounters) {
+        let [internal, external, unknown, invalid] = self.verdicts;
+        tracing::debug!(internal, external, unknown, invalid, "batch classified");
         let size: u64 = self.verdicts.iter().sum();
         histogram!(BATCH_SIZE, "api" => api.as_str()).record(size as f64);
         for (verdict, &count) in VERDICTS.iter().zip(&self.verdicts) {

@@ -34,7 +34,7 @@ internal = true
 networks = ["192.0.2.0/24"]
 "#;
 
-/// Longest a test waits for Prometheus to start and to scrape.
+/// Maximum time a test waits for Prometheus to start and scrape.
 const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One sample line of the text format: metric name, labels and value.
@@ -77,14 +77,14 @@ impl Scrape {
     /// Returns the value of the one sample named `name` with exactly
     /// `labels`, or 0 if there is none.
     fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let wanted: BTreeMap<String, String> = labels
+        let expected: BTreeMap<String, String> = labels
             .iter()
             .map(|(key, value)| (key.to_string(), value.to_string()))
             .collect();
         let found: Vec<&Sample> = self
             .samples
             .iter()
-            .filter(|sample| sample.name == name && sample.labels == wanted)
+            .filter(|sample| sample.name == name && sample.labels == expected)
             .collect();
         assert!(found.len() <= 1, "{name} {labels:?} appears twice");
         found.first().map_or(0.0, |sample| sample.value)
