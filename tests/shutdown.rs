@@ -61,7 +61,9 @@ fn await_accepted(server: &Server) {
 fn health_watch_sees_not_serving() {
     let dir = TempDir::new("shutdown-watch");
     let mut server = start(&dir, "30s");
-    let rt = runtime();
+    // The client's connection task must keep running while the test thread
+    // waits for the exit, so it can acknowledge the server's GOAWAY and PING.
+    let rt = tokio::runtime::Runtime::new().expect("build a tokio runtime");
     let channel = Channel::from_shared(server.grpc_endpoint()).expect("valid endpoint");
     let channel = rt.block_on(channel.connect()).expect("connect gRPC");
     let mut health = HealthClient::new(channel);
