@@ -182,6 +182,9 @@ pub fn record_request(api: Api, code: impl Into<metrics::SharedString>, elapsed:
 }
 
 /// Counts `result` of a gRPC call under `api` with its status code name.
+///
+/// NOTE: a message over the decoding limit is rejected by tonic before the
+/// service runs, so it is not counted here.
 pub fn record_grpc<T>(api: Api, result: &Result<T, tonic::Status>, started: Instant) {
     let code = match result {
         Ok(_) => tonic::Code::Ok,

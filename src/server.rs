@@ -125,7 +125,9 @@ pub async fn serve(
 }
 
 /// Serves `app` on `listener` until `drain` turns true, then waits for open
-/// connections to finish their requests.
+/// connections to finish their requests. An HTTP/2 connection closes only
+/// after its client acknowledges the GOAWAY, so a client that stops reading
+/// keeps it open until the grace period ends.
 async fn serve_until_drained(
     listener: TcpListener,
     app: Router,
