@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::address::{self, Normalized};
 use crate::classify::classify_text;
 use crate::config::{self, Loaded};
+use crate::metrics;
 use crate::reload::{self, ReloadSettings};
 use crate::server;
 use crate::state::{AppState, Snapshot, DEFAULT_MAX_BATCH};
@@ -87,6 +88,11 @@ pub struct ServeArgs {
     /// file event reports, such as 30s or 5m; must be above zero.
     #[arg(long, env = "IPCLASS_POLL_INTERVAL", default_value = "30s", value_parser = parse_poll_interval)]
     pub poll_interval: Duration,
+
+    /// Extra address and port that serves only GET /metrics, apart from the
+    /// API; /metrics is on --listen either way.
+    #[arg(long, env = "IPCLASS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +248,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> ExitCode {
     let started = Instant::now();
+    // Installed before the table is built, because the table resolves its
+    // per-set counters in the installed recorder.
+    let metrics = match metrics::install() {
+        Ok(handle) => handle,
+        Err(error) => {
+            tracing::error!(%error, "failed to install the metrics recorder");
+            return ExitCode::from(EXIT_RUNTIME_FAILURE);
+        }
+    };
     let loaded = match config::load(&args.config) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -280,8 +295,26 @@ pub async fn serve(
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(%address, version = env!("CARGO_PKG_VERSION"), "listening");
+    let metrics_listener = match args.metrics_listen {
+        Some(address) => match server::bind(address).await {
+            Ok(listener) => {
+                let bound = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                tracing::info!(address = %bound, "serving metrics");
+                Some(listener)
+            }
+            Err(error) => {
+                tracing::error!(%address, %error, "failed to listen for metrics; choose another address with --metrics-listen");
+                return ExitCode::from(EXIT_RUNTIME_FAILURE);
+            }
+        },
+        None => None,
+    };
 
-    let served = server::serve(listener, state, shutdown, args.shutdown_grace).await;
+    let grace = args.shutdown_grace;
+    let served = server::serve(listener, metrics_listener, state, metrics, shutdown, grace).await;
     reloader.abort();
     match served {
         Ok(()) => {

@@ -2,12 +2,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{Instant, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status};
 
 use crate::classify::{classify_address, classify_text, Classification};
 use crate::error::RequestError;
+use crate::metrics::{record_grpc, Api, BatchTally};
 use crate::proto::{
     self, ip_classifier_server::IpClassifier, GetTableInfoRequest, IsInternalPackedRequest,
     IsInternalPackedResponse, IsInternalRequest, IsInternalResponse, TableInfo,
@@ -60,14 +61,16 @@ fn to_proto(ip: String, found: Classification<'_>) -> proto::Classification {
 fn classify_packed<const WIDTH: usize>(
     snapshot: &Snapshot,
     bytes: &[u8],
+    tally: &mut BatchTally,
     to_address: fn([u8; WIDTH]) -> IpAddr,
 ) -> Vec<u8> {
     bytes
         .chunks_exact(WIDTH)
         .map(|chunk| {
             let raw: [u8; WIDTH] = chunk.try_into().expect("chunks_exact yields WIDTH bytes");
-            let verdict = classify_address(&snapshot.table, to_address(raw)).verdict;
-            proto_verdict(verdict) as u8
+            let found = classify_address(&snapshot.table, to_address(raw));
+            tally.add(&found);
+            proto_verdict(found.verdict) as u8
         })
         .collect()
 }
@@ -115,53 +118,97 @@ impl IpClassifier for ClassifierService {
         &self,
         request: Request<IsInternalRequest>,
     ) -> Result<Response<IsInternalResponse>, Status> {
-        let ips = request.into_inner().ips;
-        self.state.check_batch(ips.len())?;
-
-        let snapshot = self.state.snapshot();
-        let table = &snapshot.table;
-        let results = ips
-            .into_iter()
-            .map(|ip| {
-                let found = classify_text(table, &ip);
-                to_proto(ip, found)
-            })
-            .collect();
-        Ok(Response::new(IsInternalResponse {
-            results,
-            generation: table.generation(),
-        }))
+        let started = Instant::now();
+        let result = self.classify_text_batch(request.into_inner().ips);
+        record_grpc(Api::GrpcIsInternal, &result, started);
+        result
     }
 
     async fn is_internal_packed(
         &self,
         request: Request<IsInternalPackedRequest>,
     ) -> Result<Response<IsInternalPackedResponse>, Status> {
-        let request = request.into_inner();
-        check_packed_length("ipv4", request.ipv4.len(), 4)?;
-        check_packed_length("ipv6", request.ipv6.len(), 16)?;
-        self.state
-            .check_batch(request.ipv4.len() / 4 + request.ipv6.len() / 16)?;
-
-        let snapshot = self.state.snapshot();
-        let ipv4_verdicts = classify_packed::<4>(&snapshot, &request.ipv4, |raw| {
-            IpAddr::V4(Ipv4Addr::from(raw))
-        });
-        let ipv6_verdicts = classify_packed::<16>(&snapshot, &request.ipv6, |raw| {
-            IpAddr::V6(Ipv6Addr::from(raw))
-        });
-        Ok(Response::new(IsInternalPackedResponse {
-            ipv4_verdicts: ipv4_verdicts.into(),
-            ipv6_verdicts: ipv6_verdicts.into(),
-            generation: snapshot.table.generation(),
-        }))
+        let started = Instant::now();
+        let result = self.classify_packed_batch(request.into_inner());
+        record_grpc(Api::GrpcIsInternalPacked, &result, started);
+        result
     }
 
     async fn get_table_info(
         &self,
         _request: Request<GetTableInfoRequest>,
     ) -> Result<Response<TableInfo>, Status> {
+        let started = Instant::now();
         let snapshot = self.state.snapshot();
-        Ok(Response::new(table_info(&self.state, &snapshot)))
+        let result = Ok(Response::new(table_info(&self.state, &snapshot)));
+        record_grpc(Api::GrpcGetTableInfo, &result, started);
+        result
     }
+}
+
+impl ClassifierService {
+    fn classify_text_batch(
+        &self,
+        ips: Vec<String>,
+    ) -> Result<Response<IsInternalResponse>, Status> {
+        let snapshot = self.state.snapshot();
+        let table = &snapshot.table;
+        let span = request_span(Api::GrpcIsInternal, ips.len(), table.generation());
+        let _entered = span.enter();
+        self.state
+            .check_batch(ips.len())
+            .inspect_err(log_rejected)?;
+
+        let mut tally = BatchTally::new(table);
+        let results = ips
+            .into_iter()
+            .map(|ip| {
+                let found = classify_text(table, &ip);
+                tally.add(&found);
+                to_proto(ip, found)
+            })
+            .collect();
+        tally.record(Api::GrpcIsInternal, &snapshot.set_counters);
+        Ok(Response::new(IsInternalResponse {
+            results,
+            generation: table.generation(),
+        }))
+    }
+
+    fn classify_packed_batch(
+        &self,
+        request: IsInternalPackedRequest,
+    ) -> Result<Response<IsInternalPackedResponse>, Status> {
+        let snapshot = self.state.snapshot();
+        let size = request.ipv4.len() / 4 + request.ipv6.len() / 16;
+        let span = request_span(Api::GrpcIsInternalPacked, size, snapshot.table.generation());
+        let _entered = span.enter();
+        check_packed_length("ipv4", request.ipv4.len(), 4).inspect_err(log_rejected)?;
+        check_packed_length("ipv6", request.ipv6.len(), 16).inspect_err(log_rejected)?;
+        self.state.check_batch(size).inspect_err(log_rejected)?;
+
+        let mut tally = BatchTally::new(&snapshot.table);
+        let ipv4_verdicts = classify_packed::<4>(&snapshot, &request.ipv4, &mut tally, |raw| {
+            IpAddr::V4(Ipv4Addr::from(raw))
+        });
+        let ipv6_verdicts = classify_packed::<16>(&snapshot, &request.ipv6, &mut tally, |raw| {
+            IpAddr::V6(Ipv6Addr::from(raw))
+        });
+        tally.record(Api::GrpcIsInternalPacked, &snapshot.set_counters);
+        Ok(Response::new(IsInternalPackedResponse {
+            ipv4_verdicts: ipv4_verdicts.into(),
+            ipv6_verdicts: ipv6_verdicts.into(),
+            generation: snapshot.table.generation(),
+        }))
+    }
+}
+
+/// Creates the debug span of one request with its API, batch size and
+/// table generation.
+pub fn request_span(api: Api, batch_size: usize, generation: u64) -> tracing::Span {
+    tracing::debug_span!("request", api = api.as_str(), batch_size, generation)
+}
+
+pub fn log_rejected(error: &RequestError) {
+    tracing::debug!(%error, "request rejected");
 }

@@ -14,7 +14,8 @@ use serde_json::json;
 use crate::address::MAX_ADDRESS_LEN;
 use crate::classify::{classify_text, Classification};
 use crate::error::RequestError;
-use crate::grpc::table_info;
+use crate::grpc::{log_rejected, request_span, table_info};
+use crate::metrics::{Api, BatchTally};
 use crate::state::AppState;
 
 /// Routes of the HTTP API. The caller adds the fallbacks.
@@ -103,7 +104,12 @@ async fn is_internal_one(
 
     let snapshot = state.snapshot();
     let table = &snapshot.table;
+    let span = request_span(Api::HttpGet, 1, table.generation());
+    let _entered = span.enter();
     let found = classify_text(table, &ip);
+    let mut tally = BatchTally::new(table);
+    tally.add(&found);
+    tally.record(Api::HttpGet, &snapshot.set_counters);
     let status = if found.error.is_some() {
         StatusCode::BAD_REQUEST
     } else {
@@ -127,16 +133,26 @@ async fn is_internal_batch(
     })?;
     let request: BatchRequest = serde_json::from_slice(&bytes)
         .map_err(|error| RequestError::InvalidJson(error.to_string()))?;
-    state.check_batch(request.ips.len())?;
-
     let snapshot = state.snapshot();
     let table = &snapshot.table;
     let generation = table.generation();
+    let span = request_span(Api::HttpPost, request.ips.len(), generation);
+    let _entered = span.enter();
+    state
+        .check_batch(request.ips.len())
+        .inspect_err(log_rejected)?;
+
+    let mut tally = BatchTally::new(table);
     let results = request
         .ips
         .iter()
-        .map(|ip| JsonClassification::new(ip, classify_text(table, ip), generation))
+        .map(|ip| {
+            let found = classify_text(table, ip);
+            tally.add(&found);
+            JsonClassification::new(ip, found, generation)
+        })
         .collect();
+    tally.record(Api::HttpPost, &snapshot.set_counters);
     Ok(Json(BatchResponse {
         results,
         generation,

@@ -12,6 +12,7 @@
 //! - [`state`]: the table that answers now, swapped whole on reload.
 //! - [`reload`]: follows the config files and swaps in a new table.
 //! - [`grpc`], [`http`]: the two encodings of the same API.
+//! - [`metrics`]: Prometheus metrics and the `/metrics` route.
 //! - [`server`]: one listener for both, with graceful shutdown.
 //! - [`cli`]: the `serve`, `check` and `lookup` commands.
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod reload;
 pub mod server;
 pub mod state;

@@ -23,7 +23,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(cli::EXIT_RUNTIME_FAILURE);
                 }
             };
-            runtime.block_on(cli::serve(&serve, shutdown_signal()))
+            runtime.block_on(async {
+                // Registered before the server starts, because a signal that
+                // arrives before registration kills the process at once.
+                let shutdown = shutdown_signal();
+                cli::serve(&serve, shutdown).await
+            })
         }
     }
 }
@@ -39,21 +44,23 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// Registers for SIGTERM and SIGINT (Ctrl-C) now, and returns a future that
+/// resolves on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        let (mut terminate, mut interrupt) = match (terminate, interrupt) {
+            (Ok(terminate), Ok(interrupt)) => (terminate, interrupt),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::error!(%error, "failed to watch SIGTERM and SIGINT; stop the server with SIGKILL");
+                return std::future::pending().await;
             }
-            Err(error) => {
-                tracing::error!(%error, "failed to watch SIGTERM; only Ctrl-C stops the server");
-                std::future::pending::<()>().await;
-            }
+        };
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "signal received"),
-        () = terminate => tracing::info!(signal = "SIGTERM", "signal received"),
     }
 }

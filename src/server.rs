@@ -9,7 +9,11 @@ use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -17,12 +21,13 @@ use tonic_health::ServingStatus;
 use crate::address::MAX_ADDRESS_LEN;
 use crate::grpc::{ClassifierService, IpClassifierServer};
 use crate::http;
+use crate::metrics;
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::state::AppState;
 
 /// Builds the router that serves every API on one listener, and the
 /// reporter that sets the status the gRPC health service returns.
-pub async fn router(state: Arc<AppState>) -> (Router, HealthReporter) {
+pub async fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> (Router, HealthReporter) {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<IpClassifierServer<ClassifierService>>()
@@ -53,8 +58,10 @@ pub async fn router(state: Arc<AppState>) -> (Router, HealthReporter) {
         .add_service(reflection_v1alpha)
         .into_axum_router()
         .merge(http::routes(state))
+        .merge(metrics::routes(metrics))
         .fallback(http::not_found)
-        .method_not_allowed_fallback(http::method_not_allowed);
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(axum::middleware::from_fn(metrics::count_http));
     (router, reporter)
 }
 
@@ -65,54 +72,95 @@ pub async fn bind(address: SocketAddr) -> io::Result<TcpListener> {
 
 /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops
 /// accepting, and waits at most `grace` for open requests to finish.
+/// `metrics_listener`, if given, serves only `/metrics` and stops with the
+/// main listener.
 pub async fn serve(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: Arc<AppState>,
+    metrics: PrometheusHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> io::Result<()> {
-    let (app, reporter) = router(state.clone()).await;
-
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "failed to set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async {
-        let _ = drain_rx.await;
-    });
-    let mut server = tokio::spawn(async move { server.await });
+    let (app, mut reporter) = router(state.clone(), metrics.clone()).await;
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    servers.spawn(serve_until_drained(listener, app, drain_rx.clone()));
+    if let Some(metrics_listener) = metrics_listener {
+        let app = metrics::routes(metrics).layer(axum::middleware::from_fn(metrics::count_http));
+        servers.spawn(serve_until_drained(metrics_listener, app, drain_rx));
+    }
 
     tokio::select! {
-        result = &mut server => return flatten(result),
+        Some(result) = servers.join_next() => {
+            servers.abort_all();
+            return flatten(result);
+        }
         () = shutdown => {}
     }
 
     tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down");
     state.begin_shutdown();
-    report_not_serving(&reporter).await;
-    let _ = drain_tx.send(());
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(result) => flatten(result),
+    report_not_serving(&mut reporter).await;
+    let _ = drain_tx.send(true);
+    let drained = async {
+        while let Some(result) = servers.join_next().await {
+            flatten(result)?;
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(grace, drained).await {
+        Ok(result) => result,
         Err(_) => {
+            // Connections that are still open when the process exits are
+            // closed by the kernel.
             tracing::warn!(
                 grace_seconds = grace.as_secs_f64(),
                 "connections still open after the grace period; closing them"
             );
-            server.abort();
+            servers.abort_all();
             Ok(())
         }
     }
 }
 
-async fn report_not_serving(reporter: &HealthReporter) {
+/// Serves `app` on `listener` until `drain` turns true, then waits for open
+/// connections to finish their requests. An HTTP/2 connection closes only
+/// after its client acknowledges the GOAWAY, so a client that stops reading
+/// keeps it open until the grace period ends.
+async fn serve_until_drained(
+    listener: TcpListener,
+    app: Router,
+    mut drain: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "failed to set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = drain.wait_for(|drain| *drain).await;
+        })
+        .await
+}
+
+/// Reports NOT_SERVING to every health check and Watch stream, then ends the
+/// Watch streams. A Watch stream never finishes by itself, so without this a
+/// watching client would hold its connection open for the whole grace period.
+async fn report_not_serving(reporter: &mut HealthReporter) {
     reporter
         .set_not_serving::<IpClassifierServer<ClassifierService>>()
         .await;
     reporter
         .set_service_status("", ServingStatus::NotServing)
         .await;
+    // Each Watch stream yields the NOT_SERVING status it has not yet seen
+    // before it observes the removal and ends.
+    reporter
+        .clear_service_status(<IpClassifierServer<ClassifierService> as NamedService>::NAME)
+        .await;
+    reporter.clear_service_status("").await;
 }
 
 fn flatten(result: Result<io::Result<()>, tokio::task::JoinError>) -> io::Result<()> {

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Loaded;
 use crate::error::RequestError;
+use crate::metrics::SetCounters;
 use crate::table::Table;
 
 /// Default maximum number of addresses in one request.
@@ -25,6 +26,8 @@ pub struct Snapshot {
     pub content_hash: String,
     pub loaded_at: SystemTime,
     pub build_time: Duration,
+    /// Hit counters of `table`'s sets, resolved when the table was built.
+    pub set_counters: SetCounters,
 }
 
 impl Snapshot {
@@ -32,6 +35,7 @@ impl Snapshot {
     pub fn build(loaded: Loaded, generation: u64, started: Instant) -> Snapshot {
         let table = Table::new(loaded.spec, generation);
         Snapshot {
+            set_counters: SetCounters::new(&table),
             table,
             content_hash: loaded.content_hash,
             loaded_at: SystemTime::now(),

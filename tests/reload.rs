@@ -721,9 +721,15 @@ async fn swaps_never_mix_tables() {
         .unwrap();
     let url = format!("http://{}/v1/is-internal", listener.local_addr().unwrap());
     let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+    // A recorder that is not installed: this test reads no metrics.
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle();
     let server = tokio::spawn(ipclass::server::serve(
         listener,
+        None,
         state.clone(),
+        metrics,
         async {
             let _ = stopped.await;
         },

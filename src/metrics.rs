@@ -1,0 +1,301 @@
+//! Prometheus metrics: the recorder, the `/metrics` route, and the counters
+//! that the APIs update once per batch.
+//!
+//! Metrics are recorded through the `metrics` crate macros, so any module may
+//! record its own; this module installs the recorder that renders them all.
+//! Labels take values only from fixed sets (API names, verdicts, status
+//! codes, set names from the config), never an address.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{Counter, Unit};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::classify::Classification;
+use crate::table::{Table, Verdict};
+
+pub const LOOKUPS: &str = "ipclass_lookups_total";
+pub const REQUESTS: &str = "ipclass_requests_total";
+pub const REQUEST_DURATION: &str = "ipclass_request_duration_seconds";
+pub const BATCH_SIZE: &str = "ipclass_batch_size";
+pub const SET_HITS: &str = "ipclass_set_hits_total";
+pub const BUILD_INFO: &str = "ipclass_build_info";
+
+/// Upper bounds of the request duration buckets, in seconds: 10µs to 1s,
+/// because a lookup takes well under a microsecond and a full batch of
+/// 65,536 text addresses takes tens of milliseconds.
+const DURATION_BUCKETS: [f64; 16] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// Upper bounds of the batch size buckets: powers of 4 from 1 to 65,536, the
+/// default maximum batch.
+const BATCH_BUCKETS: [f64; 9] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0,
+];
+
+/// How often histogram samples are folded into the rendered state when no
+/// scrape does it.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The APIs that requests are counted under; the value of the `api` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    GrpcIsInternal,
+    GrpcIsInternalPacked,
+    GrpcGetTableInfo,
+    HttpGet,
+    HttpPost,
+    HttpTable,
+    /// Health, readiness, `/metrics`, and paths that no route serves.
+    HttpOther,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::GrpcIsInternal => "grpc_is_internal",
+            Api::GrpcIsInternalPacked => "grpc_is_internal_packed",
+            Api::GrpcGetTableInfo => "grpc_get_table_info",
+            Api::HttpGet => "http_get",
+            Api::HttpPost => "http_post",
+            Api::HttpTable => "http_table",
+            Api::HttpOther => "http_other",
+        }
+    }
+}
+
+/// Installs the global recorder, describes every metric, and sets
+/// `ipclass_build_info`. Call it once, inside the runtime, before any table
+/// is built, because tables resolve their per-set counters when built.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &DURATION_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &BATCH_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            interval.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(
+        LOOKUPS,
+        "Addresses classified, by API and verdict (internal, external, unknown, invalid)."
+    );
+    describe_counter!(
+        REQUESTS,
+        "Requests answered, by API and status code (gRPC code name or HTTP status)."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time to answer a request, by API. gRPC time excludes message decoding and encoding."
+    );
+    describe_histogram!(
+        BATCH_SIZE,
+        Unit::Count,
+        "Addresses in each accepted request, by API."
+    );
+    describe_counter!(
+        SET_HITS,
+        "Addresses whose longest matching prefix belongs to the set, by set name."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label names the running ipclass release."
+    );
+}
+
+/// Routes that serve `/metrics` from `handle`.
+pub fn routes(handle: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(handle)
+}
+
+async fn render(State(handle): State<PrometheusHandle>) -> Response {
+    let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    ([(header::CONTENT_TYPE, content_type)], handle.render()).into_response()
+}
+
+/// Counts `ipclass_requests_total` and `ipclass_request_duration_seconds`
+/// for every HTTP request, including rejected ones and 404 fallbacks. gRPC
+/// requests pass through uncounted because the gRPC service counts them with
+/// their gRPC status code.
+pub async fn count_http(request: Request, next: Next) -> Response {
+    if is_grpc(&request) {
+        return next.run(request).await;
+    }
+    let api = http_api(&request);
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    record_request(api, response.status().as_str().to_owned(), elapsed);
+    response
+}
+
+fn is_grpc(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"))
+}
+
+fn http_api(request: &Request) -> Api {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    match (request.method(), route) {
+        (&Method::GET, Some("/v1/is-internal")) => Api::HttpGet,
+        (&Method::POST, Some("/v1/is-internal")) => Api::HttpPost,
+        (&Method::GET, Some("/v1/table")) => Api::HttpTable,
+        _ => Api::HttpOther,
+    }
+}
+
+/// Adds one request to `ipclass_requests_total` and its duration to the
+/// histogram. `code` is a gRPC code name or an HTTP status.
+pub fn record_request(api: Api, code: impl Into<metrics::SharedString>, elapsed: Duration) {
+    counter!(REQUESTS, "api" => api.as_str(), "code" => code.into()).increment(1);
+    histogram!(REQUEST_DURATION, "api" => api.as_str()).record(elapsed.as_secs_f64());
+}
+
+/// Counts `result` of a gRPC call under `api` with its status code name.
+///
+/// NOTE: a message over the decoding limit is rejected by tonic before the
+/// service runs, so it is not counted here.
+pub fn record_grpc<T>(api: Api, result: &Result<T, tonic::Status>, started: Instant) {
+    let code = match result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
+    record_request(api, grpc_code_name(code), started.elapsed());
+}
+
+/// Returns the canonical name of a gRPC status code, as the gRPC
+/// specification spells it.
+pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// `ipclass_set_hits_total` counters of one table, one per set in
+/// [`Table::sets`] order. Resolved once when the table is built so that a
+/// batch adds to them without a registry lookup.
+#[derive(Debug, Clone, Default)]
+pub struct SetCounters {
+    counters: Arc<[Counter]>,
+}
+
+impl SetCounters {
+    /// Resolves the counters of `table`'s sets in the installed recorder;
+    /// without one they count nothing.
+    pub fn new(table: &Table) -> SetCounters {
+        let counters = table
+            .sets()
+            .iter()
+            .map(|set| counter!(SET_HITS, "set" => set.name.clone()))
+            .collect();
+        SetCounters { counters }
+    }
+}
+
+/// Verdicts and set hits of one batch, counted locally and added to the
+/// shared counters once per batch by [`BatchTally::record`].
+#[derive(Debug)]
+pub struct BatchTally {
+    verdicts: [u64; 4],
+    set_hits: Vec<u64>,
+}
+
+impl BatchTally {
+    pub fn new(table: &Table) -> BatchTally {
+        BatchTally {
+            verdicts: [0; 4],
+            set_hits: vec![0; table.sets().len()],
+        }
+    }
+
+    pub fn add(&mut self, found: &Classification<'_>) {
+        self.verdicts[verdict_index(found.verdict)] += 1;
+        if let Some(entry) = found.prefix {
+            self.set_hits[usize::from(entry.set)] += 1;
+        }
+    }
+
+    /// Adds the batch to `ipclass_lookups_total`, `ipclass_batch_size` and
+    /// the set counters, which must belong to the table the batch used, and
+    /// logs the verdict counts at debug level in the current request span.
+    pub fn record(&self, api: Api, sets: &SetCounters) {
+        let [internal, external, unknown, invalid] = self.verdicts;
+        tracing::debug!(internal, external, unknown, invalid, "batch classified");
+        let size: u64 = self.verdicts.iter().sum();
+        histogram!(BATCH_SIZE, "api" => api.as_str()).record(size as f64);
+        for (verdict, &count) in VERDICTS.iter().zip(&self.verdicts) {
+            if count > 0 {
+                counter!(LOOKUPS, "api" => api.as_str(), "verdict" => verdict.as_str())
+                    .increment(count);
+            }
+        }
+        for (counter, &count) in sets.counters.iter().zip(&self.set_hits) {
+            if count > 0 {
+                counter.increment(count);
+            }
+        }
+    }
+}
+
+const VERDICTS: [Verdict; 4] = [
+    Verdict::Internal,
+    Verdict::External,
+    Verdict::Unknown,
+    Verdict::Invalid,
+];
+
+fn verdict_index(verdict: Verdict) -> usize {
+    match verdict {
+        Verdict::Internal => 0,
+        Verdict::External => 1,
+        Verdict::Unknown => 2,
+        Verdict::Invalid => 3,
+    }
+}
