@@ -36,6 +36,11 @@ impl Server {
     /// Starts `ipclass serve --config CONFIG --listen 127.0.0.1:0 EXTRA...` and
     /// waits for its "listening" log line.
     pub fn start(config: &Path, extra: &[&str]) -> Server {
+        Server::start_listening("127.0.0.1:0", config, extra)
+    }
+
+    /// Like [`Server::start`], but listens on `listen`, such as `[::1]:0`.
+    pub fn start_listening(listen: &str, config: &Path, extra: &[&str]) -> Server {
         let mut command = Command::new(binary());
         command
             .args([
@@ -43,7 +48,7 @@ impl Server {
                 "json",
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--config",
             ])
             .arg(config)
