@@ -618,3 +618,171 @@ fn default_and_host_routes_are_accepted() {
     let table = Table::new(loaded.spec, 1);
     assert_eq!(classify_text(&table, "0.0.0.0").verdict, Verdict::Unknown);
 }
+
+mod end_to_end {
+    //! Random prefixes written as config text and a list file, random
+    //! addresses written in several spellings, classified through the real
+    //! parsing and lookup path and compared with a brute-force scan.
+
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Set names, whether each is internal, and whether its prefixes are
+    /// written in a list file instead of the config.
+    const SETS: [(&str, bool, bool); 3] =
+        [("a", true, false), ("b", false, false), ("c", true, true)];
+
+    /// A prefix as written (host bits possibly set, IPv4 possibly written as
+    /// IPv4-mapped IPv6), the network it means, and the set it goes in.
+    #[derive(Debug, Clone)]
+    struct Written {
+        text: String,
+        network: IpNetwork,
+        set: usize,
+    }
+
+    fn v4_prefix() -> impl Strategy<Value = (String, IpNetwork)> {
+        // Few distinct first octets make prefixes nest and overlap often.
+        (0u8..3, any::<[u8; 3]>(), 0u8..=32, any::<bool>()).prop_map(
+            |(first, rest, length, mapped)| {
+                let address = Ipv4Addr::new(first, rest[0], rest[1], rest[2]);
+                let network = Ipv4Network::new_truncate(address, length).unwrap();
+                let text = if mapped {
+                    format!("::ffff:{address}/{}", u16::from(length) + 96)
+                } else {
+                    format!("{address}/{length}")
+                };
+                (text, IpNetwork::V4(network))
+            },
+        )
+    }
+
+    fn v6_prefix() -> impl Strategy<Value = (String, IpNetwork)> {
+        (0u16..3, any::<u128>(), 0u8..=128).prop_map(|(first, rest, length)| {
+            let address = Ipv6Addr::from((u128::from(first) << 112) | (rest >> 16));
+            let network = Ipv6Network::new_truncate(address, length).unwrap();
+            (format!("{address}/{length}"), IpNetwork::V6(network))
+        })
+    }
+
+    fn prefixes() -> impl Strategy<Value = Vec<Written>> {
+        prop::collection::vec(
+            (prop_oneof![v4_prefix(), v6_prefix()], 0..SETS.len()),
+            1..48,
+        )
+        .prop_map(|raw| {
+            let mut seen = std::collections::HashSet::new();
+            raw.into_iter()
+                .filter(|((_, network), _)| seen.insert(*network))
+                .map(|((text, network), set)| Written { text, network, set })
+                .collect()
+        })
+    }
+
+    /// An address and a text spelling of it that must classify the same.
+    fn address() -> impl Strategy<Value = (IpAddr, String)> {
+        let v4 = (0u8..3, any::<[u8; 3]>(), 0u8..3).prop_map(|(first, rest, spelling)| {
+            let address = Ipv4Addr::new(first, rest[0], rest[1], rest[2]);
+            let text = match spelling {
+                0 => address.to_string(),
+                1 => format!("::ffff:{address}"),
+                _ => format!(" {address}\t"),
+            };
+            (IpAddr::V4(address), text)
+        });
+        let v6 = (0u16..3, any::<u128>(), any::<bool>()).prop_map(|(first, rest, zoned)| {
+            let address = Ipv6Addr::from((u128::from(first) << 112) | (rest >> 16));
+            let text = if zoned {
+                format!("{address}%eth0")
+            } else {
+                address.to_string()
+            };
+            (IpAddr::V6(address), text)
+        });
+        let sentinel = prop_oneof![
+            Just((IpAddr::V4(Ipv4Addr::UNSPECIFIED), "0.0.0.0".to_owned())),
+            Just((
+                IpAddr::V4(Ipv4Addr::BROADCAST),
+                "::ffff:255.255.255.255".to_owned()
+            )),
+            Just((IpAddr::V6(Ipv6Addr::UNSPECIFIED), "::".to_owned())),
+        ];
+        prop_oneof![8 => v4, 8 => v6, 1 => sentinel]
+    }
+
+    fn config_text(prefixes: &[Written]) -> (String, String) {
+        let mut config = String::new();
+        let mut list = String::from("# generated\n");
+        for (index, (name, internal, in_list)) in SETS.iter().enumerate() {
+            config.push_str(&format!("[sets.{name}]\ninternal = {internal}\n"));
+            let texts: Vec<String> = prefixes
+                .iter()
+                .filter(|written| written.set == index)
+                .map(|written| format!("{:?}", written.text))
+                .collect();
+            if *in_list {
+                config.push_str("files = [\"c.txt\"]\n");
+                for written in prefixes.iter().filter(|written| written.set == index) {
+                    list.push_str(&written.text);
+                    list.push('\n');
+                }
+            } else {
+                config.push_str(&format!("networks = [{}]\n", texts.join(", ")));
+            }
+        }
+        (config, list)
+    }
+
+    /// The verdict, set and network a longest-prefix scan gives.
+    fn brute_force(prefixes: &[Written], address: IpAddr) -> (Verdict, String, String) {
+        if address.is_unspecified() || address == IpAddr::V4(Ipv4Addr::BROADCAST) {
+            return (Verdict::Unknown, String::new(), String::new());
+        }
+        let longest = prefixes
+            .iter()
+            .filter(|written| written.network.contains(address))
+            .max_by_key(|written| written.network.netmask());
+        match longest {
+            Some(written) => {
+                let (name, internal, _) = SETS[written.set];
+                let verdict = if internal {
+                    Verdict::Internal
+                } else {
+                    Verdict::External
+                };
+                (verdict, name.to_owned(), written.network.to_string())
+            }
+            None => (Verdict::External, String::new(), String::new()),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn config_lookup_matches_brute_force_scan(
+            prefixes in prefixes(),
+            addresses in prop::collection::vec(address(), 1..48),
+        ) {
+            let (config, list) = config_text(&prefixes);
+            let loaded = parse_with(&config, &[("c.txt", &list)])
+                .map_err(|errors| TestCaseError::fail(errors.to_string()))?;
+            prop_assert_eq!(loaded.spec.prefixes.len(), prefixes.len());
+            let table = Table::new(loaded.spec, 1);
+            for (address, text) in addresses {
+                let found = classify_text(&table, &text);
+                let set = found.set.map(|set| set.name.clone()).unwrap_or_default();
+                let network = found
+                    .prefix
+                    .map(|entry| entry.network.to_string())
+                    .unwrap_or_default();
+                let expected = brute_force(&prefixes, address);
+                prop_assert_eq!((found.verdict, set, network), expected, "address {:?}", text);
+            }
+        }
+    }
+}
