@@ -91,7 +91,7 @@ fn check_lists_warnings_and_strict_rejects_them() {
     assert_eq!(output.status.code(), Some(0));
     let stdout = text(&output.stdout);
     assert!(
-        stdout.contains("1 sets, 2 prefixes (2 IPv4, 0 IPv6), 2 warnings"),
+        stdout.contains("1 set, 2 prefixes (2 IPv4, 0 IPv6), 2 warnings"),
         "{stdout}"
     );
     let stderr = text(&output.stderr);
@@ -106,6 +106,19 @@ fn check_lists_warnings_and_strict_rejects_them() {
             "warning: {config}:3: prefix 10.0.0.0/8 appears again"
         )),
         "{stderr}"
+    );
+
+    let single_dir = TempDir::new("cli-one");
+    let single = single_dir.write(
+        "ipclass.toml",
+        "[sets.lan]\ninternal = true\nnetworks = [\"10.0.0.0/8\"]\n",
+    );
+    let output = run(&["check", "--config", single.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("  1 set, 1 prefix (1 IPv4, 0 IPv6), 0 warnings\n"),
+        "{stdout}"
     );
 
     let output = run(&["check", "--strict", "--config", &config]);
