@@ -169,10 +169,10 @@ pub fn summary(path: &Path, loaded: &Loaded) -> String {
     let _ = writeln!(out, "{}: valid", path.display());
     let _ = writeln!(
         out,
-        "  {} sets, {} prefixes ({ipv4} IPv4, {ipv6} IPv6), {} warnings",
-        table.sets().len(),
-        ipv4 + ipv6,
-        loaded.warnings.len()
+        "  {}, {} ({ipv4} IPv4, {ipv6} IPv6), {}",
+        count(table.sets().len() as u64, "set"),
+        count(ipv4 + ipv6, "prefix"),
+        count(loaded.warnings.len() as u64, "warning"),
     );
     let width = table
         .sets()
@@ -191,6 +191,15 @@ pub fn summary(path: &Path, loaded: &Loaded) -> String {
         );
     }
     out
+}
+
+/// Writes `number` and `noun`, adding the plural "es" or "s" unless it is 1.
+fn count(number: u64, noun: &str) -> String {
+    match (number, noun.ends_with('x')) {
+        (1, _) => format!("1 {noun}"),
+        (_, true) => format!("{number} {noun}es"),
+        (_, false) => format!("{number} {noun}s"),
+    }
 }
 
 /// Classifies each address offline and prints why it got its verdict.

@@ -197,14 +197,22 @@ impl<'a> Reader<'a> {
 
     fn read_set(&mut self, name: &str, name_span: Range<usize>, body: &DeTable) {
         let mut internal = None;
+        let mut has_internal_key = false;
         let mut networks = None;
         let mut files = None;
         for (key, value) in body.iter() {
             let key_text = key.get_ref().as_ref();
             let what = format!("`{key_text}` in set {name:?}");
             match (key_text, value.get_ref()) {
-                ("internal", DeValue::Boolean(flag)) => internal = Some(*flag),
-                ("internal", _) => self.wrong_type(what, "true or false", value).unwrap_or(()),
+                ("internal", DeValue::Boolean(flag)) => {
+                    has_internal_key = true;
+                    internal = Some(*flag);
+                }
+                ("internal", _) => {
+                    // Reported as a wrong type only, not also as missing.
+                    has_internal_key = true;
+                    self.wrong_type(what, "true or false", value).unwrap_or(())
+                }
                 ("networks", DeValue::Array(items)) => networks = Some(items),
                 ("files", DeValue::Array(items)) => files = Some(items),
                 ("networks" | "files", _) => self
@@ -222,7 +230,7 @@ impl<'a> Reader<'a> {
                 ),
             }
         }
-        if internal.is_none() {
+        if !has_internal_key {
             self.error_at(name_span.clone(), Problem::MissingInternal(name.to_owned()));
         }
 

@@ -36,12 +36,24 @@ impl Server {
     /// Starts `ipclass serve --config CONFIG --listen 127.0.0.1:0 EXTRA...` and
     /// waits for its "listening" log line.
     pub fn start(config: &Path, extra: &[&str]) -> Server {
-        Server::start_wrapped(&[], config, extra)
+        Server::launch(&[], "127.0.0.1:0", config, extra)
+    }
+
+    /// Like [`Server::start`], but listens on `listen`, such as `[::1]:0`.
+    pub fn start_listening(listen: &str, config: &Path, extra: &[&str]) -> Server {
+        Server::launch(&[], listen, config, extra)
     }
 
     /// Like [`Server::start`], but runs the server through `wrapper`, such as
-    /// `["setpriv", "--reuid=65534", ...]`; an empty wrapper runs it directly.
+    /// `["setpriv", "--reuid=65534", ...]`.
     pub fn start_wrapped(wrapper: &[&str], config: &Path, extra: &[&str]) -> Server {
+        Server::launch(wrapper, "127.0.0.1:0", config, extra)
+    }
+
+    /// Runs `WRAPPER... ipclass serve --listen LISTEN --config CONFIG EXTRA...`
+    /// and waits for its "listening" log line; an empty wrapper runs the
+    /// binary directly.
+    fn launch(wrapper: &[&str], listen: &str, config: &Path, extra: &[&str]) -> Server {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
@@ -56,7 +68,7 @@ impl Server {
                 "json",
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--config",
             ])
             .arg(config)

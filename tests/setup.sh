@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a Debian 12 machine, as root:
+# curl, Prometheus (promtool and the server), and the Python packages the
+# client tests import. Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+apt_updated=false
+apt_install() {
+    if [ "$apt_updated" = false ]; then
+        apt-get -o DPkg::Lock::Timeout=600 update -qq
+        apt_updated=true
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$@"
+}
+
+missing_debs=()
+command -v curl >/dev/null || missing_debs+=(curl)
+command -v promtool >/dev/null || missing_debs+=(prometheus)
+command -v python3 >/dev/null || missing_debs+=(python3)
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    missing_debs+=(python3-pip)
+fi
+if [ "${#missing_debs[@]}" -gt 0 ]; then
+    apt_install "${missing_debs[@]}"
+fi
+
+# Import name and pip package name of each Python dependency.
+missing_pips=()
+for pair in grpc:grpcio grpc_tools:grpcio-tools requests:requests pytest:pytest yaml:pyyaml; do
+    module=${pair%%:*}
+    package=${pair#*:}
+    python3 -c "import $module" 2>/dev/null || missing_pips+=("$package")
+done
+if [ "${#missing_pips[@]}" -gt 0 ]; then
+    # Debian marks its Python as externally managed (PEP 668), so pip needs
+    # this flag to install the test-only packages beside the system ones.
+    pip_flags=()
+    if python3 -c 'import sys, sysconfig, pathlib; p = pathlib.Path(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"); sys.exit(0 if p.exists() else 1)'; then
+        pip_flags+=(--break-system-packages)
+    fi
+    python3 -m pip install --quiet --disable-pip-version-check "${pip_flags[@]}" "${missing_pips[@]}"
+fi
