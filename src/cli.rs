@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// Time open requests get to finish after SIGTERM or Ctrl-C, such as 10s or 500ms.
     #[arg(long, env = "IPCLASS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Number of runtime worker threads; default: one per CPU core.
+    #[arg(long, env = "IPCLASS_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
 }
 
 #[derive(Debug, Args)]
