@@ -1,12 +1,17 @@
 //! The gRPC encoding of the API: `ipclass.v1.IpClassifier`.
+//!
+//! [`batch`] holds the per-batch work shared with the benchmarks, and
+//! [`text`] serves `IsInternal` with a codec that avoids per-address messages.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+pub mod batch;
+pub mod text;
+
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use tonic::{Request, Response, Status};
 
-use crate::classify::{classify_address, classify_text, Classification};
+use crate::classify::Classification;
 use crate::error::RequestError;
 use crate::proto::{
     self, ip_classifier_server::IpClassifier, GetTableInfoRequest, IsInternalPackedRequest,
@@ -38,7 +43,7 @@ pub fn proto_verdict(verdict: Verdict) -> proto::Verdict {
     }
 }
 
-fn to_proto(ip: String, found: Classification<'_>) -> proto::Classification {
+pub(crate) fn to_proto(ip: String, found: Classification<'_>) -> proto::Classification {
     proto::Classification {
         ip,
         verdict: proto_verdict(found.verdict).into(),
@@ -53,23 +58,6 @@ fn to_proto(ip: String, found: Classification<'_>) -> proto::Classification {
             .map(|error| error.to_string())
             .unwrap_or_default(),
     }
-}
-
-/// Classifies `bytes` as concatenated `WIDTH`-byte addresses, one verdict
-/// byte per address.
-fn classify_packed<const WIDTH: usize>(
-    snapshot: &Snapshot,
-    bytes: &[u8],
-    to_address: fn([u8; WIDTH]) -> IpAddr,
-) -> Vec<u8> {
-    bytes
-        .chunks_exact(WIDTH)
-        .map(|chunk| {
-            let raw: [u8; WIDTH] = chunk.try_into().expect("chunks_exact yields WIDTH bytes");
-            let verdict = classify_address(&snapshot.table, to_address(raw)).verdict;
-            proto_verdict(verdict) as u8
-        })
-        .collect()
 }
 
 fn check_packed_length(field: &'static str, len: usize, width: usize) -> Result<(), RequestError> {
@@ -120,12 +108,11 @@ impl IpClassifier for ClassifierService {
 
         let snapshot = self.state.snapshot();
         let table = &snapshot.table;
-        let results = ips
+        let texts: Vec<&str> = ips.iter().map(String::as_str).collect();
+        let results = batch::classify_texts(table, &texts)
             .into_iter()
-            .map(|ip| {
-                let found = classify_text(table, &ip);
-                to_proto(ip, found)
-            })
+            .zip(&ips)
+            .map(|(found, ip)| to_proto(ip.clone(), found))
             .collect();
         Ok(Response::new(IsInternalResponse {
             results,
@@ -144,12 +131,8 @@ impl IpClassifier for ClassifierService {
             .check_batch(request.ipv4.len() / 4 + request.ipv6.len() / 16)?;
 
         let snapshot = self.state.snapshot();
-        let ipv4_verdicts = classify_packed::<4>(&snapshot, &request.ipv4, |raw| {
-            IpAddr::V4(Ipv4Addr::from(raw))
-        });
-        let ipv6_verdicts = classify_packed::<16>(&snapshot, &request.ipv6, |raw| {
-            IpAddr::V6(Ipv6Addr::from(raw))
-        });
+        let ipv4_verdicts = batch::classify_packed_ipv4(&snapshot.table, &request.ipv4);
+        let ipv6_verdicts = batch::classify_packed_ipv6(&snapshot.table, &request.ipv6);
         Ok(Response::new(IsInternalPackedResponse {
             ipv4_verdicts: ipv4_verdicts.into(),
             ipv6_verdicts: ipv6_verdicts.into(),
