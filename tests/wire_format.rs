@@ -1,5 +1,5 @@
-//! The text gRPC method and the single-address HTTP answer, as real clients
-//! see them: every field of the generated messages and the exact JSON bytes.
+//! The text gRPC method and the single-address HTTP response, as real
+//! clients see them: every field of the generated messages and the exact JSON bytes.
 
 mod common;
 

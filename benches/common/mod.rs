@@ -17,7 +17,7 @@ use ip_network::IpNetwork;
 use ipclass::config;
 use ipclass::table::TableSpec;
 
-/// The peer harness folder, if it can be found.
+/// Finds the peer harness folder.
 pub fn peers_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("PEERS_DIR") {
         return Some(PathBuf::from(dir));
@@ -52,7 +52,7 @@ pub fn spec_from_lists(lists: &[&Path]) -> TableSpec {
     loaded.spec
 }
 
-/// The homelab list of the peer harness.
+/// Returns the path of the peers' homelab list.
 pub fn homelab_list() -> Option<PathBuf> {
     let Some(peers) = peers_dir() else {
         eprintln!("skipping homelab tables: peer harness not found; set PEERS_DIR");
@@ -61,8 +61,8 @@ pub fn homelab_list() -> Option<PathBuf> {
     Some(peers.join("data/homelab.txt"))
 }
 
-/// A synthetic table of `ipv4` + `ipv6` prefixes from the peers' generator,
-/// written once into the target folder and reused by later runs.
+/// Writes a synthetic list of `ipv4` + `ipv6` prefixes with the peers'
+/// generator, once into the target folder, and reuses it in later runs.
 pub fn generated_list(ipv4: usize, ipv6: usize) -> Option<PathBuf> {
     let Some(peers) = peers_dir() else {
         eprintln!("skipping generated tables: peer harness not found; set PEERS_DIR");
@@ -109,7 +109,7 @@ pub fn real_lists() -> Option<(PathBuf, PathBuf)> {
     None
 }
 
-/// The peers' seeded query mix as text, one address a line.
+/// Reads the peers' seeded query mix, one address a line.
 pub fn query_texts() -> Option<Vec<String>> {
     let path = peers_dir()?.join("data/queries.txt");
     let text = fs::read_to_string(path).ok()?;
@@ -134,7 +134,7 @@ impl XorShift {
     }
 }
 
-/// `count` addresses of one family: half inside random prefixes of `spec`,
+/// Picks `count` addresses of one family: half inside random prefixes of `spec`,
 /// half uniformly random, shuffled together.
 pub fn sample_addresses(spec: &TableSpec, ipv6: bool, count: usize) -> Vec<IpAddr> {
     let networks: Vec<IpNetwork> = spec

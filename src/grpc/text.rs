@@ -1,6 +1,6 @@
 //! `IsInternal` served with its own codec, so that a batch of text
-//! addresses is read without one `String` per address and answered without
-//! one `Classification` message per address.
+//! addresses is read without one `String` per address and its response is
+//! written without one `Classification` message per address.
 //!
 //! The bytes on the wire are those of the generated messages; the generated
 //! handler in the parent module stays as the reference that tests compare
@@ -57,7 +57,7 @@ impl TextBatch {
         self.spans.is_empty()
     }
 
-    /// The addresses in request order.
+    /// Returns the addresses in request order.
     pub fn ips(&self) -> Vec<&str> {
         self.spans
             .iter()
