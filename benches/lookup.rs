@@ -76,7 +76,7 @@ fn bench_lookup(c: &mut Criterion) {
 fn bench_build(c: &mut Criterion) {
     let mut group = c.benchmark_group("build");
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(20));
+    group.measurement_time(Duration::from_secs(5));
     for (name, lists) in tables() {
         if name == "homelab" {
             continue;

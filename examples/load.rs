@@ -62,7 +62,7 @@ struct Args {
     #[arg(long)]
     addresses: Option<PathBuf>,
 
-    /// Which lines of the address file to send.
+    /// Address family of the lines of the address file to send.
     #[arg(long, value_enum, default_value_t = Family::Any)]
     family: Family,
 
@@ -73,6 +73,10 @@ struct Args {
     /// Client runtime threads; one keeps the client's CPU share small.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+
+    /// CSV file to append one line of results to (with a header if new).
+    #[arg(long)]
+    csv: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,8 +92,8 @@ enum Family {
     V6,
 }
 
-/// Distinct request bodies cycled through, so the server does not answer
-/// one batch over and over.
+/// Number of distinct request bodies cycled through, so the server does not
+/// classify one batch over and over.
 const DISTINCT_BATCHES: usize = 16;
 
 fn main() -> anyhow::Result<()> {
@@ -198,7 +202,7 @@ fn encode_batches(addresses: &[IpAddr], args: &Args) -> Vec<Body> {
         .collect()
 }
 
-/// What a response held: the number of results and of generation fields.
+/// Counts of a scanned response: results and generation fields.
 #[derive(Debug, Default)]
 struct Summary {
     results: usize,
@@ -345,17 +349,18 @@ async fn run(args: Args, bodies: Vec<Body>) -> anyhow::Result<()> {
     let cpu_after = args.server_pid.map(server_cpu_seconds).transpose()?;
 
     report(&args, &tally, elapsed);
+    let mut cpu_per_address = None;
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         let cpu = after - before;
-        let per_address = if tally.addresses > 0 {
-            cpu / tally.addresses as f64 * 1e9
-        } else {
-            f64::NAN
-        };
+        let per_address = cpu / tally.addresses.max(1) as f64 * 1e9;
         println!(
             "server CPU:   {cpu:.2} s in {elapsed:.2} s ({:.0}% of one core), {per_address:.1} ns per address",
             cpu / elapsed * 100.0
         );
+        cpu_per_address = Some(per_address);
+    }
+    if let Some(path) = &args.csv {
+        append_csv(path, &args, &tally, elapsed, cpu_per_address)?;
     }
     if tally.errors > 0 {
         anyhow::bail!("{} requests failed", tally.errors);
@@ -458,6 +463,53 @@ fn report(args: &Args, tally: &Tally, elapsed: f64) {
     if let Some(reason) = &tally.first_error {
         println!("first error:  {reason}");
     }
+}
+
+fn append_csv(
+    path: &PathBuf,
+    args: &Args,
+    tally: &Tally,
+    elapsed: f64,
+    cpu_per_address: Option<f64>,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+
+    let is_new = !path.exists();
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    if is_new {
+        writeln!(
+            file,
+            "form,batch,concurrency,connections,seconds,addresses_per_s,requests_per_s,\
+             p50_ms,p90_ms,p99_ms,max_ms,errors,server_cpu_ns_per_address"
+        )?;
+    }
+    let latency = &tally.latency;
+    let millis = |quantile: f64| latency.value_at_quantile(quantile) as f64 / 1000.0;
+    let form = match args.form {
+        Form::Text => "text",
+        Form::Packed => "packed",
+    };
+    writeln!(
+        file,
+        "{form},{},{},{},{elapsed:.2},{:.0},{:.0},{:.3},{:.3},{:.3},{:.3},{},{}",
+        args.batch,
+        args.concurrency,
+        args.connections,
+        tally.addresses as f64 / elapsed,
+        tally.requests as f64 / elapsed,
+        millis(0.5),
+        millis(0.9),
+        millis(0.99),
+        latency.max() as f64 / 1000.0,
+        tally.errors,
+        cpu_per_address
+            .map(|ns| format!("{ns:.1}"))
+            .unwrap_or_default()
+    )?;
+    Ok(())
 }
 
 /// User plus system CPU time of a process so far, from `/proc/PID/stat`.

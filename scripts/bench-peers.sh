@@ -10,7 +10,8 @@
 #   --skip-peers run only the gRPC load generator against ipclass
 # Environment: PEERS_DIR (the peer harness folder; default ../shared/peers or
 # ../../shared/peers beside this checkout), PEERS_STATE (passed through),
-# IPCLASS_WORKERS (default 1).
+# IPCLASS_WORKERS (default 1), BENCH_ARGS and GRPC_BENCH_ARGS (extra options
+# for bench.sh and grpc_bench.sh, such as --no-inproc).
 #
 # Writes everything under results/<UTC time>/ in this checkout: the generated
 # config, the server log, bench.txt (wrk/h2load), grpc.txt (h2load gRPC),
@@ -87,9 +88,11 @@ for batch in 1 64 1024; do
 done
 
 if ((skip_peers == 0)); then
-  "$peers/bench.sh" -d "$duration" -r "$reps" \
+  # shellcheck disable=SC2086
+  "$peers/bench.sh" -d "$duration" -r "$reps" ${BENCH_ARGS:-} \
     --target "ours=http://127.0.0.1:$port/v1/is-internal?ip=" | tee "$out/bench.txt"
-  "$peers/grpc_bench.sh" -d "$duration" -r "$reps" -n 1,64,1024 \
+  # shellcheck disable=SC2086
+  "$peers/grpc_bench.sh" -d "$duration" -r "$reps" -n 1,64,1024 ${GRPC_BENCH_ARGS:-} \
     --target python-grpc=127.0.0.1:18084 --target "ours=127.0.0.1:$port" | tee "$out/grpc.txt"
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
