@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// API; /metrics is on --listen either way.
     #[arg(long, env = "IPCLASS_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Number of runtime worker threads; default: one per CPU core.
+    #[arg(long, env = "IPCLASS_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
 }
 
 #[derive(Debug, Args)]

@@ -14,10 +14,12 @@ fn main() -> ExitCode {
         Command::Check(check) => cli::check(&check),
         Command::Lookup(lookup) => cli::lookup(&lookup),
         Command::Serve(serve) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.enable_all();
+            if let Some(workers) = serve.workers {
+                builder.worker_threads(usize::from(workers));
+            }
+            let runtime = match builder.build() {
                 Ok(runtime) => runtime,
                 Err(error) => {
                     eprintln!("failed to start the async runtime: {error}");

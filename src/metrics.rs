@@ -20,7 +20,7 @@ use metrics::{Counter, Unit};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::classify::Classification;
-use crate::table::{Table, Verdict};
+use crate::table::{SetId, Table, Verdict};
 
 pub const LOOKUPS: &str = "ipclass_lookups_total";
 pub const REQUESTS: &str = "ipclass_requests_total";
@@ -256,9 +256,14 @@ impl BatchTally {
     }
 
     pub fn add(&mut self, found: &Classification<'_>) {
-        self.verdicts[verdict_index(found.verdict)] += 1;
-        if let Some(entry) = found.prefix {
-            self.set_hits[usize::from(entry.set)] += 1;
+        self.add_verdict(found.verdict, found.prefix.map(|entry| entry.set));
+    }
+
+    /// Counts one address with `verdict`, matched by a prefix of `set`.
+    pub fn add_verdict(&mut self, verdict: Verdict, set: Option<SetId>) {
+        self.verdicts[verdict_index(verdict)] += 1;
+        if let Some(set) = set {
+            self.set_hits[usize::from(set)] += 1;
         }
     }
 

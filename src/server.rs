@@ -19,6 +19,7 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::address::MAX_ADDRESS_LEN;
+use crate::grpc::text::{self, TextService};
 use crate::grpc::{ClassifierService, IpClassifierServer};
 use crate::http;
 use crate::metrics;
@@ -57,6 +58,9 @@ pub async fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> (Router,
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .into_axum_router()
+        // The exact path takes precedence over the generated service's
+        // wildcard route, so IsInternal is answered by the leaner codec.
+        .route_service(text::PATH, TextService::new(state.clone(), max_message))
         .merge(http::routes(state))
         .merge(metrics::routes(metrics))
         .fallback(http::not_found)

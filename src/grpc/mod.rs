@@ -1,12 +1,17 @@
 //! The gRPC encoding of the API: `ipclass.v1.IpClassifier`.
+//!
+//! [`batch`] holds the per-batch work shared with the benchmarks, and
+//! [`text`] serves `IsInternal` with a codec that avoids per-address messages.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+pub mod batch;
+pub mod text;
+
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status};
 
-use crate::classify::{classify_address, classify_text, Classification};
+use crate::classify::{classify_text, Classification};
 use crate::error::RequestError;
 use crate::metrics::{record_grpc, Api, BatchTally};
 use crate::proto::{
@@ -39,7 +44,7 @@ pub fn proto_verdict(verdict: Verdict) -> proto::Verdict {
     }
 }
 
-fn to_proto(ip: String, found: Classification<'_>) -> proto::Classification {
+pub(crate) fn to_proto(ip: String, found: Classification<'_>) -> proto::Classification {
     proto::Classification {
         ip,
         verdict: proto_verdict(found.verdict).into(),
@@ -54,25 +59,6 @@ fn to_proto(ip: String, found: Classification<'_>) -> proto::Classification {
             .map(|error| error.to_string())
             .unwrap_or_default(),
     }
-}
-
-/// Classifies `bytes` as concatenated `WIDTH`-byte addresses, one verdict
-/// byte per address.
-fn classify_packed<const WIDTH: usize>(
-    snapshot: &Snapshot,
-    bytes: &[u8],
-    tally: &mut BatchTally,
-    to_address: fn([u8; WIDTH]) -> IpAddr,
-) -> Vec<u8> {
-    bytes
-        .chunks_exact(WIDTH)
-        .map(|chunk| {
-            let raw: [u8; WIDTH] = chunk.try_into().expect("chunks_exact yields WIDTH bytes");
-            let found = classify_address(&snapshot.table, to_address(raw));
-            tally.add(&found);
-            proto_verdict(found.verdict) as u8
-        })
-        .collect()
 }
 
 fn check_packed_length(field: &'static str, len: usize, width: usize) -> Result<(), RequestError> {
@@ -188,12 +174,8 @@ impl ClassifierService {
         self.state.check_batch(size).inspect_err(log_rejected)?;
 
         let mut tally = BatchTally::new(&snapshot.table);
-        let ipv4_verdicts = classify_packed::<4>(&snapshot, &request.ipv4, &mut tally, |raw| {
-            IpAddr::V4(Ipv4Addr::from(raw))
-        });
-        let ipv6_verdicts = classify_packed::<16>(&snapshot, &request.ipv6, &mut tally, |raw| {
-            IpAddr::V6(Ipv6Addr::from(raw))
-        });
+        let ipv4_verdicts = batch::classify_packed_ipv4(&snapshot.table, &request.ipv4, &mut tally);
+        let ipv6_verdicts = batch::classify_packed_ipv6(&snapshot.table, &request.ipv6, &mut tally);
         tally.record(Api::GrpcIsInternalPacked, &snapshot.set_counters);
         Ok(Response::new(IsInternalPackedResponse {
             ipv4_verdicts: ipv4_verdicts.into(),

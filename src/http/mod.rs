@@ -1,4 +1,8 @@
 //! The HTTP/JSON encoding of the API, plus health and readiness endpoints.
+//!
+//! [`json`] writes the classification answers by hand; the rest uses serde.
+
+pub mod json;
 
 use std::sync::Arc;
 
@@ -8,11 +12,11 @@ use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::address::MAX_ADDRESS_LEN;
-use crate::classify::{classify_text, Classification};
+use crate::classify::classify_text;
 use crate::error::RequestError;
 use crate::grpc::{log_rejected, request_span, table_info};
 use crate::metrics::{Api, BatchTally};
@@ -31,46 +35,10 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// One address's result as JSON.
-#[derive(Debug, Serialize)]
-struct JsonClassification<'a> {
-    ip: &'a str,
-    verdict: &'static str,
-    internal: bool,
-    set: &'a str,
-    network: String,
-    generation: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-impl<'a> JsonClassification<'a> {
-    fn new(ip: &'a str, found: Classification<'a>, generation: u64) -> JsonClassification<'a> {
-        JsonClassification {
-            ip,
-            verdict: found.verdict.as_str(),
-            internal: found.is_internal(),
-            set: found.set.map(|set| set.name.as_str()).unwrap_or(""),
-            network: found
-                .prefix
-                .map(|entry| entry.network.to_string())
-                .unwrap_or_default(),
-            generation,
-            error: found.error.map(|error| error.to_string()),
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BatchRequest {
     ips: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct BatchResponse<'a> {
-    results: Vec<JsonClassification<'a>>,
-    generation: u64,
 }
 
 impl IntoResponse for RequestError {
@@ -115,8 +83,9 @@ async fn is_internal_one(
     } else {
         StatusCode::OK
     };
-    let body = JsonClassification::new(&ip, found, table.generation());
-    Ok((status, Json(body)).into_response())
+    let mut body = Vec::with_capacity(json::TYPICAL_ANSWER_LEN);
+    json::write_classification(&mut body, &ip, &found, table.generation());
+    Ok(json_response(status, body))
 }
 
 async fn is_internal_batch(
@@ -143,21 +112,28 @@ async fn is_internal_batch(
         .inspect_err(log_rejected)?;
 
     let mut tally = BatchTally::new(table);
-    let results = request
-        .ips
-        .iter()
-        .map(|ip| {
-            let found = classify_text(table, ip);
-            tally.add(&found);
-            JsonClassification::new(ip, found, generation)
-        })
-        .collect();
+    let mut body = Vec::with_capacity(request.ips.len() * json::TYPICAL_ANSWER_LEN + 64);
+    body.extend_from_slice(b"{\"results\":[");
+    for (index, ip) in request.ips.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        let found = classify_text(table, ip);
+        tally.add(&found);
+        json::write_classification(&mut body, ip, &found, generation);
+    }
+    body.extend_from_slice(b"],\"generation\":");
+    body.extend_from_slice(generation.to_string().as_bytes());
+    body.push(b'}');
     tally.record(Api::HttpPost, &snapshot.set_counters);
-    Ok(Json(BatchResponse {
-        results,
-        generation,
-    })
-    .into_response())
+    Ok(json_response(StatusCode::OK, body))
+}
+
+/// A response with a JSON body that is already encoded, with the same
+/// content type that `axum::Json` sets.
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let content_type = [(header::CONTENT_TYPE, "application/json")];
+    (status, content_type, body).into_response()
 }
 
 /// Bytes a JSON batch of `max_batch` addresses of maximum length can take.

@@ -1,0 +1,78 @@
+//! Whole batches of 1,024 addresses through the functions the gRPC handlers
+//! call: text (classify, then write the response bytes) and packed IPv4.
+
+mod common;
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ipclass::grpc::batch;
+use ipclass::grpc::text::TextBatch;
+use ipclass::metrics::BatchTally;
+use ipclass::proto::IsInternalRequest;
+use ipclass::table::Table;
+use prost::Message;
+
+const BATCH: usize = 1024;
+
+fn bench_batch(c: &mut Criterion) {
+    let (Some(homelab), Some(queries)) = (common::homelab_list(), common::query_texts()) else {
+        eprintln!("skipping batch benchmarks: peer harness not found; set PEERS_DIR");
+        return;
+    };
+    let mut tables: Vec<(&str, Vec<PathBuf>)> = vec![("homelab", vec![homelab])];
+    if let Some(list) = common::generated_list(1_000_000, 100_000) {
+        tables.push(("synthetic-1m", vec![list]));
+    }
+
+    // The first addresses of the query mix, as grpc_bench.sh sends them.
+    let texts: Vec<String> = queries.iter().cycle().take(BATCH).cloned().collect();
+    let request = Bytes::from(IsInternalRequest { ips: texts }.encode_to_vec());
+    let packed: Vec<u8> = queries
+        .iter()
+        .filter_map(|text| match text.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v4)) => Some(v4.octets()),
+            _ => None,
+        })
+        .cycle()
+        .take(BATCH)
+        .flatten()
+        .collect();
+
+    for (name, lists) in tables {
+        let lists: Vec<&std::path::Path> = lists.iter().map(PathBuf::as_path).collect();
+        let table = Table::new(common::spec_from_lists(&lists), 1);
+        let mut group = c.benchmark_group(format!("batch/{name}"));
+        group.throughput(Throughput::Elements(BATCH as u64));
+
+        group.bench_function("text-1024", |b| {
+            let mut out = Vec::new();
+            let mut scratch = Vec::new();
+            b.iter(|| {
+                let decoded = TextBatch::decode(request.clone()).unwrap();
+                let ips = decoded.ips();
+                let results = batch::classify_texts(&table, &ips);
+                out.clear();
+                batch::encode_text_response(&ips, &results, 1, &mut scratch, &mut out);
+                black_box(out.len())
+            })
+        });
+        group.bench_function("packed-ipv4-1024", |b| {
+            b.iter(|| {
+                let mut tally = BatchTally::new(&table);
+                black_box(batch::classify_packed_ipv4(
+                    &table,
+                    black_box(&packed),
+                    &mut tally,
+                ))
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench_batch);
+criterion_main!(benches);
