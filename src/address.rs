@@ -2,7 +2,7 @@
 //!
 //! This module owns trimming, zone removal, IPv4-mapped unwrapping, the
 //! sentinel addresses and the explanation of why a text is not an address.
-//! It knows nothing of prefix tables or APIs.
+//! It does not depend on prefix tables or APIs.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -25,7 +25,7 @@ pub enum Normalized {
     Sentinel(IpAddr),
 }
 
-/// Why a text is not an address, with the offending text.
+/// Reason a text is not an address, with the offending text.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AddressError {
     #[error("empty address: send an IPv4 or IPv6 address")]

@@ -222,7 +222,7 @@ pub fn lookup(args: &LookupArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// One line for `lookup`: the address, its verdict and where it came from.
+/// Formats one line for `lookup`: the address, its verdict and where it came from.
 pub fn explain(table: &Table, text: &str) -> String {
     let found = classify_text(table, text);
     let mut line = format!("{text}: {}", found.verdict);
@@ -240,17 +240,17 @@ pub fn explain(table: &Table, text: &str) -> String {
             let kind = if set.internal { "internal" } else { "external" };
             let _ = write!(
                 line,
-                ": set {:?} ({kind}), prefix {} from {file}:{}",
+                ", set {:?} ({kind}), prefix {} from {file}:{}",
                 set.name, entry.network, entry.origin.line
             );
         }
         (Verdict::Unknown, None, _) => {
-            line.push_str(": unspecified or broadcast address, which identifies no client")
+            line.push_str(", unspecified or broadcast address, which identifies no client")
         }
         (_, None, Some(error)) => {
             let _ = write!(line, ": {error}");
         }
-        (_, None, None) => line.push_str(": no prefix matched"),
+        (_, None, None) => line.push_str(", no prefix matched"),
     }
     line
 }

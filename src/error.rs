@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use thiserror::Error;
 
-/// Why a request was rejected before any address was classified.
+/// Reason a request was rejected before any address was classified.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RequestError {
     #[error("batch of {size} addresses exceeds the maximum of {max}; split it into smaller batches or raise --max-batch-size")]

@@ -9,7 +9,7 @@
 //! - [`table`]: the immutable longest-prefix-match table; no I/O.
 //! - [`config`]: the TOML config and list files to a validated table spec.
 //! - [`classify`]: the one classification function that every API shares.
-//! - [`state`]: the table that answers now, swapped whole on reload.
+//! - [`state`]: the table in use, swapped whole on reload.
 //! - [`reload`]: follows the config files and swaps in a new table.
 //! - [`grpc`], [`http`]: the two encodings of the same API.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` route.

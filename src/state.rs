@@ -1,4 +1,4 @@
-//! The table that answers requests now, and the limits requests obey.
+//! The table in use, and the limits requests obey.
 //!
 //! Readers take one snapshot per request, so each batch is answered by
 //! exactly one table even while a reload swaps in the next one.
@@ -74,7 +74,7 @@ impl AppState {
         }
     }
 
-    /// Returns the snapshot that answers now. Hold it for a whole request.
+    /// Returns the snapshot in use. Hold it for a whole request.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }

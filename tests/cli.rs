@@ -211,13 +211,13 @@ fn lookup_explains_each_verdict() {
     assert_eq!(
         lines,
         vec![
-            format!("192.168.1.10: internal: set \"home-lan\" (internal), prefix 192.168.1.0/24 from {config}:5"),
-            format!("192.168.1.200: external: set \"guest-wifi\" (external), prefix 192.168.1.192/26 from {config}:11"),
-            format!("10.8.0.5: internal: set \"vpn\" (internal), prefix 10.8.0.0/24 from {list}:3"),
-            format!("::ffff:192.168.1.10: internal (looked up as 192.168.1.10): set \"home-lan\" (internal), prefix 192.168.1.0/24 from {config}:5"),
-            format!("fd12:3456:789a::1%eth0: internal (looked up as fd12:3456:789a::1): set \"home-lan\" (internal), prefix fd12:3456:789a::/48 from {config}:6"),
-            "8.8.8.8: external: no prefix matched".to_owned(),
-            "255.255.255.255: unknown: unspecified or broadcast address, which identifies no client".to_owned(),
+            format!("192.168.1.10: internal, set \"home-lan\" (internal), prefix 192.168.1.0/24 from {config}:5"),
+            format!("192.168.1.200: external, set \"guest-wifi\" (external), prefix 192.168.1.192/26 from {config}:11"),
+            format!("10.8.0.5: internal, set \"vpn\" (internal), prefix 10.8.0.0/24 from {list}:3"),
+            format!("::ffff:192.168.1.10: internal (looked up as 192.168.1.10), set \"home-lan\" (internal), prefix 192.168.1.0/24 from {config}:5"),
+            format!("fd12:3456:789a::1%eth0: internal (looked up as fd12:3456:789a::1), set \"home-lan\" (internal), prefix fd12:3456:789a::/48 from {config}:6"),
+            "8.8.8.8: external, no prefix matched".to_owned(),
+            "255.255.255.255: unknown, unspecified or broadcast address, which identifies no client".to_owned(),
             "10.0.0.1:80: invalid: invalid address \"10.0.0.1:80\": remove the port and send the address alone".to_owned(),
         ]
     );

@@ -2,8 +2,8 @@
 //!
 //! Every error and warning is collected with its file and line before the
 //! config is accepted or rejected, so one run shows everything to fix. This
-//! module reads files only through the function it is given; it knows
-//! nothing of the running service.
+//! module reads files only through the function it is given; it does not
+//! depend on the running service.
 
 mod diagnostic;
 mod prefix;

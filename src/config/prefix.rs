@@ -1,7 +1,7 @@
 //! Parses the prefix text written in a config or list file.
 //!
 //! Stricter than std's parser on lengths and clearer about what is wrong:
-//! every rejection says how to write the value instead.
+//! every rejection explains how to write the value instead.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -14,7 +14,7 @@ pub struct ParsedPrefix {
     pub adjustment: Option<Adjustment>,
 }
 
-/// How the written prefix was changed to become `network`.
+/// Change that turned the written prefix into `network`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Adjustment {
     /// Host bits were set and have been cleared.

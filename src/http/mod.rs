@@ -192,7 +192,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     Json(body).into_response()
 }
 
-/// Answers paths that no route serves: gRPC callers get UNIMPLEMENTED, others
+/// Handles paths that no route serves: gRPC callers get UNIMPLEMENTED, others
 /// a JSON 404.
 pub async fn not_found(method: Method, uri: Uri, headers: axum::http::HeaderMap) -> Response {
     let is_grpc = headers

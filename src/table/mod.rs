@@ -1,8 +1,8 @@
 //! The longest-prefix-match table that classifies addresses.
 //!
 //! A [`Table`] is built whole from validated prefixes and never changes
-//! afterwards; a new config produces a new table. This module knows nothing
-//! of files, async code or APIs.
+//! afterwards, so a new config produces a new table. This module does not
+//! depend on files, async code or APIs.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -26,7 +26,7 @@ pub struct SetInfo {
     pub internal: bool,
 }
 
-/// Where a prefix was written: an index into [`Table::files`] and a 1-based
+/// Location a prefix was written at: an index into [`Table::files`] and a 1-based
 /// line number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
@@ -51,7 +51,7 @@ pub struct TableSpec {
     pub files: Vec<PathBuf>,
 }
 
-/// The answer for one address.
+/// The classification of one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Internal,
@@ -97,7 +97,7 @@ pub struct Table {
 
 impl Table {
     /// Builds the lookup structure from `spec`. `generation` identifies the
-    /// table in every answer it gives.
+    /// table in every response it serves.
     pub fn new(spec: TableSpec, generation: u64) -> Table {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
