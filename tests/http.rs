@@ -141,6 +141,33 @@ fn percent_encoded_zone_is_decoded_and_dropped() {
     );
 }
 
+/// A zone is an interface name or number, so a zone holding a NUL, a space,
+/// a second `%`, a `/length`, a port or bytes that are not UTF-8 is not an
+/// address and must never be called internal through the link-local set.
+#[test]
+fn malformed_zone_is_invalid() {
+    let fixture = start(&[]);
+    let cases = [
+        ("fe80::1%25%00", r"fe80::1%\0"),
+        ("fe80::1%25a%20b", "fe80::1%a b"),
+        ("fe80::1%25eth0%25x", "fe80::1%eth0%x"),
+        ("fe80::1%25eth0/64", "fe80::1%eth0/64"),
+        ("fe80::1%25eth0:443", "fe80::1%eth0:443"),
+        ("fe80::1%25%FF", "fe80::1%\u{fffd}"),
+    ];
+    for (query, echoed) in cases {
+        let url = fixture.server.url(&format!("/v1/is-internal?ip={query}"));
+        let (status, body) = curl(&[&url]);
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["verdict"], "invalid", "{query}");
+        assert_eq!(body["internal"], false, "{query}");
+        assert_eq!(body["set"], "", "{query}");
+        let error = body["error"].as_str().expect("error is a string");
+        assert!(error.contains(echoed), "{query}: {error}");
+        assert!(error.contains("zone"), "{query}: {error}");
+    }
+}
+
 const INVALID: &[(&str, &str)] = &[
     ("10.1.2.3:8080", "remove the port"),
     ("[::1]:443", "remove the brackets"),
