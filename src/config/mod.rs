@@ -26,6 +26,10 @@ use crate::table::{Origin, PrefixEntry, SetId, SetInfo, TableSpec};
 const SET_KEYS: &str = "\"internal\", \"networks\", \"files\" and \"description\"";
 const MAX_SET_NAME_LEN: usize = 64;
 
+/// Characters of an invalid prefix that an error repeats. The longest prefix
+/// text, IPv6 with an embedded IPv4 address and `/128`, has 49 characters.
+const MAX_PREFIX_ECHO: usize = 64;
+
 /// Largest config or list file that is read. A bound keeps a mistaken path
 /// such as `/dev/zero` or a runaway generated file from filling memory.
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -330,6 +334,17 @@ impl<'a> Reader<'a> {
 
     fn add_prefix(&mut self, set: SetId, text: &str, file: u32, line: u32) {
         let location = self.file_location(file, line);
+        if let Some((end, _)) = text.char_indices().nth(MAX_PREFIX_ECHO) {
+            let problem = Problem::InvalidPrefix {
+                value: format!("{}...", &text[..end]),
+                reason: format!(
+                    "text of {} bytes is too long for a prefix; write one prefix a line",
+                    text.len()
+                ),
+            };
+            self.errors.push(Diagnostic { location, problem });
+            return;
+        }
         let parsed = match parse_prefix(text) {
             Ok(parsed) => parsed,
             Err(reason) => {
