@@ -363,7 +363,15 @@ fn health_and_readiness_answer() {
     assert_eq!(body, json!({"status": "ok"}));
     let (status, body) = curl(&[&fixture.server.url("/readyz")]);
     assert_eq!(status, 200);
-    assert_eq!(body, json!({"status": "ready", "generation": 1}));
+    assert_eq!(
+        body,
+        json!({
+            "status": "ready",
+            "generation": 1,
+            "last_reload_error": "",
+            "watcher": {"error": "", "healthy": true},
+        })
+    );
 }
 
 #[test]
