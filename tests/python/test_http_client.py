@@ -92,4 +92,9 @@ def test_health_and_readiness(classifier):
     assert requests.get(f"{classifier.http_url}/healthz", timeout=TIMEOUT_SECONDS).json() == {"status": "ok"}
     ready = requests.get(f"{classifier.http_url}/readyz", timeout=TIMEOUT_SECONDS)
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "generation": 1}
+    assert ready.json() == {
+        "status": "ready",
+        "generation": 1,
+        "last_reload_error": "",
+        "watcher": {"error": "", "healthy": True},
+    }
