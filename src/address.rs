@@ -48,6 +48,8 @@ pub enum AddressError {
     ZoneOnIpv4(String),
     #[error("invalid address {0:?}: the zone after '%' is empty")]
     EmptyZone(String),
+    #[error("invalid address {0:?}: a zone is an interface name or number of letters, digits, '-', '.', '_' or '~', so send the zone alone or drop it")]
+    InvalidZone(String),
     #[error("invalid address {0:?}: not an IPv4 or IPv6 address")]
     Malformed(String),
 }
@@ -74,8 +76,18 @@ pub fn parse(text: &str) -> Result<Normalized, AddressError> {
     match (zone, parsed) {
         (Some(""), _) => Err(AddressError::EmptyZone(echo(trimmed))),
         (Some(_), IpAddr::V4(_)) => Err(AddressError::ZoneOnIpv4(echo(trimmed))),
+        (Some(zone), IpAddr::V6(_)) if !is_zone(zone) => {
+            Err(AddressError::InvalidZone(echo(trimmed)))
+        }
         _ => Ok(normalize(parsed)),
     }
+}
+
+/// Returns whether `zone` uses only the unreserved characters that RFC 6874
+/// allows in a zone, which rules out a hidden `/length`, port or NUL.
+fn is_zone(zone: &str) -> bool {
+    zone.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// Unwraps IPv4-mapped IPv6 and recognizes the sentinel addresses. Other

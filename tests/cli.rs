@@ -188,6 +188,30 @@ fn check_missing_config_exits_1() {
     );
 }
 
+/// A list file that is huge or endless, such as `/dev/zero`, is rejected
+/// after a bounded read instead of filling memory.
+#[test]
+fn check_rejects_oversize_list_file() {
+    let (dir, config) = config_dir();
+    let list = std::fs::File::create(dir.path.join("vpn.txt")).expect("create list file");
+    list.set_len(64 * 1024 * 1024 + 1)
+        .expect("grow the sparse list file");
+    let output = run(&["check", "--config", &config]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    let start: String = stderr.chars().take(500).collect();
+    assert!(
+        stderr.len() < 4096,
+        "stderr of {} bytes: {start}",
+        stderr.len()
+    );
+    assert!(
+        stderr.contains(&format!("{config}:15: cannot read ")),
+        "{start}"
+    );
+    assert!(stderr.contains("larger than 67108864 bytes"), "{start}");
+}
+
 #[test]
 fn lookup_explains_each_verdict() {
     let (dir, config) = config_dir();

@@ -9,7 +9,7 @@ mod diagnostic;
 mod prefix;
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,14 @@ use crate::table::{Origin, PrefixEntry, SetId, SetInfo, TableSpec};
 const SET_KEYS: &str = "\"internal\", \"networks\", \"files\" and \"description\"";
 const MAX_SET_NAME_LEN: usize = 64;
 
+/// Characters of an invalid prefix that an error repeats. The longest prefix
+/// text, IPv6 with an embedded IPv4 address and `/128`, has 49 characters.
+const MAX_PREFIX_ECHO: usize = 64;
+
+/// Largest config or list file that is read. A bound keeps a mistaken path
+/// such as `/dev/zero` or a runaway generated file from filling memory.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// A config that passed validation.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -39,7 +47,7 @@ pub struct Loaded {
 
 /// Reads and validates the config at `path` and the list files it names.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
-    let text = fs::read_to_string(path).map_err(|error| ConfigErrors {
+    let text = read_bounded(path).map_err(|error| ConfigErrors {
         path: path.to_owned(),
         errors: vec![Diagnostic {
             location: Location {
@@ -52,7 +60,21 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
             },
         }],
     })?;
-    parse(&text, path, &mut |list| fs::read_to_string(list))
+    parse(&text, path, &mut |list| read_bounded(list))
+}
+
+/// Reads a UTF-8 file of at most [`MAX_FILE_BYTES`] bytes.
+fn read_bounded(path: &Path) -> io::Result<String> {
+    let mut text = String::new();
+    fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(io::Error::other(format!(
+            "file is larger than {MAX_FILE_BYTES} bytes; split it or point to the right file"
+        )));
+    }
+    Ok(text)
 }
 
 /// Validates config `text` that was read from `path`. List files are read
@@ -312,6 +334,17 @@ impl<'a> Reader<'a> {
 
     fn add_prefix(&mut self, set: SetId, text: &str, file: u32, line: u32) {
         let location = self.file_location(file, line);
+        if let Some((end, _)) = text.char_indices().nth(MAX_PREFIX_ECHO) {
+            let problem = Problem::InvalidPrefix {
+                value: format!("{}...", &text[..end]),
+                reason: format!(
+                    "text of {} bytes is too long for a prefix; write one prefix a line",
+                    text.len()
+                ),
+            };
+            self.errors.push(Diagnostic { location, problem });
+            return;
+        }
         let parsed = match parse_prefix(text) {
             Ok(parsed) => parsed,
             Err(reason) => {

@@ -786,3 +786,20 @@ mod end_to_end {
         }
     }
 }
+
+/// A list file of one huge line must not be repeated whole in the error,
+/// which the server also logs and returns from `/v1/table`.
+#[test]
+fn overlong_prefix_is_shortened_in_error() {
+    let config = "[sets.vpn]\ninternal = true\nfiles = [\"vpn.txt\"]\n";
+    let line = "1".repeat(100_000);
+    let errors = rejected(config, &[("vpn.txt", &line)]);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let message = errors[0].to_string();
+    assert!(message.len() < 300, "message of {} bytes", message.len());
+    assert!(
+        message.contains("/etc/ipclass/vpn.txt:1: invalid prefix \"1111"),
+        "{message}"
+    );
+    assert!(message.contains("too long"), "{message}");
+}

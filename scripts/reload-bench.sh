@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Measures a large table: start-up load time, resident memory per prefix,
+# and reloads forced with SIGHUP while the load generator runs, compared
+# with the same load without reloads.
+#
+# Usage: scripts/reload-bench.sh [--v4 N] [--v6 N] [-d SECS] [--port PORT]
+#   --v4 N, --v6 N  synthetic table size (default 1000000 and 100000), made
+#                   by the peer harness's gen_large.py
+#   -d SECS         length of each load (default 10)
+#   --port PORT     loopback port for ipclass (default 18096)
+# Environment: PEERS_DIR (the peer harness folder; default ../shared/peers).
+# Writes results/reload-<UTC time>/: the table, config, server log, and
+# steady.txt and reloading.txt from the load generator.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+v4=1000000 v6=100000 duration=10 port=18096
+while (($#)); do
+  case "$1" in
+    --v4) v4=$2; shift 2 ;;
+    --v6) v6=$2; shift 2 ;;
+    -d) duration=$2; shift 2 ;;
+    --port) port=$2; shift 2 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
+    *) echo "reload-bench: unknown argument $1; see --help" >&2; exit 2 ;;
+  esac
+done
+peers=${PEERS_DIR:-$repo/../shared/peers}
+[[ -f $peers/gen_large.py ]] || { echo "reload-bench: set PEERS_DIR to the peer harness" >&2; exit 1; }
+
+out="$repo/results/reload-$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$out"
+cargo build --release --bin ipclass --example load --manifest-path "$repo/Cargo.toml"
+table="$repo/results/table-$v4-$v6.txt"
+[[ -f $table ]] || python3 "$peers/gen_large.py" --v4 "$v4" --v6 "$v6" --out "$table"
+cat >"$out/large.toml" <<TOML
+[sets.large]
+internal = true
+files = ["$table"]
+TOML
+
+"$repo/target/release/ipclass" --log-format json serve --config "$out/large.toml" \
+  --listen "127.0.0.1:$port" --reload-debounce 50ms 2>"$out/server.log" &
+server=$!
+trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
+deadline=$((SECONDS + 120))
+until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do
+  ((SECONDS < deadline)) && kill -0 "$server" 2>/dev/null \
+    || { echo "reload-bench: ipclass did not become ready; see $out/server.log" >&2; exit 1; }
+  sleep 0.2
+done
+
+rss_kib=$(awk '/^VmRSS/ { print $2 }' "/proc/$server/status")
+prefixes=$((v4 + v6))
+echo "start-up: $(grep -o '"build_ms":[0-9.]*' "$out/server.log" | head -1)"
+echo "resident memory: $((rss_kib / 1024)) MiB, $((rss_kib * 1024 / prefixes)) bytes per prefix (whole process)"
+
+load() {  # load NAME: packed IPv4 batches of 1,024 for the set duration
+  "$repo/target/release/examples/load" --target "127.0.0.1:$port" --form packed \
+    --batch 1024 --duration "${duration}s" --addresses "$peers/data/queries.txt" \
+    --family v4 >"$out/$1.txt"
+  echo "$1: $(grep -iE 'addresses/s|p99' "$out/$1.txt" | tr '\n' ' ')"
+}
+
+load steady
+load reloading &
+loader=$!
+before=$(grep -c '"table reloaded"' "$out/server.log" || true)
+while kill -0 "$loader" 2>/dev/null; do
+  kill -HUP "$server"
+  sleep 1
+done
+wait "$loader"
+grep '"table reloaded"' "$out/server.log" | tail -n +"$((before + 1))" \
+  | grep -o '"build_ms":[0-9.]*' | sed 's/"build_ms"://' \
+  | sort -n | awk '{ v[NR] = $1 } END { if (NR) printf "reloads: %d, build ms median %.0f, max %.0f\n", NR, v[int((NR + 1) / 2)], v[NR] }'
+echo "results in $out"
