@@ -43,6 +43,12 @@ pub enum Problem {
     },
     #[error("invalid set name {0:?}: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit")]
     InvalidSetName(String),
+    #[error("set name {name:?} differs only in case from set {other_name:?} at {other}; set names must differ in more than case, so rename one of them")]
+    SetNameCaseClash {
+        name: String,
+        other_name: String,
+        other: Location,
+    },
     #[error("set {0:?} has no `internal` key; add `internal = true` or `internal = false`")]
     MissingInternal(String),
     #[error("invalid prefix {value:?}: {reason}")]

@@ -8,6 +8,7 @@
 mod diagnostic;
 mod prefix;
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::fs;
 use std::io::{self, Read};
 use std::ops::Range;
@@ -203,6 +204,7 @@ impl<'a> Reader<'a> {
     }
 
     fn read_sets(&mut self, sets: &DeTable) {
+        self.check_set_name_case(sets);
         for (name, value) in sets.iter() {
             let name_text = name.get_ref().as_ref();
             if !is_valid_set_name(name_text) {
@@ -213,6 +215,32 @@ impl<'a> Reader<'a> {
                 _ => self
                     .wrong_type(format!("set {name_text:?}"), "a table", value)
                     .unwrap_or(()),
+            }
+        }
+    }
+
+    /// Rejects set names that differ only in case, at the later of the two.
+    fn check_set_name_case(&mut self, sets: &DeTable) {
+        // The table iterates in key order, so sort the names into file order.
+        let mut names: Vec<_> = sets.keys().collect();
+        names.sort_by_key(|name| name.span().start);
+        let mut first_by_folded: HashMap<String, (&str, Location)> = HashMap::new();
+        for name in names {
+            let name_text: &str = name.get_ref().as_ref();
+            let location = self.location(name.span());
+            match first_by_folded.entry(name_text.to_lowercase()) {
+                Entry::Occupied(first) => {
+                    let (other_name, other) = first.get().clone();
+                    let problem = Problem::SetNameCaseClash {
+                        name: name_text.to_owned(),
+                        other_name: other_name.to_owned(),
+                        other,
+                    };
+                    self.errors.push(Diagnostic { location, problem });
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert((name_text, location));
+                }
             }
         }
     }
