@@ -344,11 +344,13 @@ const INVALID: &[(&str, &str)] = &[
     ("auth.example.com", "host names are not resolved"),
     ("10.1.2.3%eth0", "zone"),
     ("fe80::1%", "zone"),
-    ("1.2.3", "not an IPv4 or IPv6 address"),
+    ("1.2.3", "shorthand IPv4"),
+    ("0x7f.0.0.1", "all four decimal octets"),
     ("1.2.3.256", "not an IPv4 or IPv6 address"),
     ("1:2:3:4:5:6:7:8:9", "not an IPv4 or IPv6 address"),
     ("192.168.1.10 8.8.8.8", "not an IPv4 or IPv6 address"),
-    ("3232235786", "not an IPv4 or IPv6 address"),
+    ("3232235786", "shorthand IPv4"),
+    ("１２７.０.０.１", "such as 192.0.2.1"),
 ];
 
 #[tokio::test]

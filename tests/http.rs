@@ -149,7 +149,8 @@ const INVALID: &[(&str, &str)] = &[
     ("010.0.0.1", "leading zeros"),
     ("localhost", "host names are not resolved"),
     ("10.1.2.3%eth0", "zone"),
-    ("1.2.3", "not an IPv4 or IPv6 address"),
+    ("1.2.3", "shorthand IPv4"),
+    ("1.2.3.256", "such as 192.0.2.1"),
 ];
 
 #[test]
