@@ -50,7 +50,9 @@ pub enum AddressError {
     EmptyZone(String),
     #[error("invalid address {0:?}: a zone is an interface name or number of letters, digits, '-', '.', '_' or '~', so send the zone alone or drop it")]
     InvalidZone(String),
-    #[error("invalid address {0:?}: not an IPv4 or IPv6 address")]
+    #[error("invalid address {0:?}: shorthand IPv4 forms that inet_aton accepts, such as 127.1, 2130706433 or 0x7f.0.0.1, are not accepted, so write all four decimal octets, such as 127.0.0.1")]
+    Shorthand(String),
+    #[error("invalid address {0:?}: not an IPv4 or IPv6 address; send dotted-quad IPv4 such as 192.0.2.1, or IPv6 such as 2001:db8::1")]
     Malformed(String),
 }
 
@@ -128,6 +130,8 @@ fn diagnose(text: &str) -> AddressError {
         AddressError::Port(value)
     } else if has_leading_zero_octet(text) {
         AddressError::LeadingZeros(value)
+    } else if is_ipv4_shorthand(text) {
+        AddressError::Shorthand(value)
     } else if looks_like_host_name(text) {
         AddressError::HostName(value)
     } else {
@@ -156,6 +160,19 @@ fn has_leading_zero_octet(text: &str) -> bool {
             .iter()
             .all(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()))
         && octets.iter().any(|o| o.len() > 1 && o.starts_with('0'))
+}
+
+/// Finds the inet_aton forms other than four decimal octets: one to three
+/// parts, such as `127.1` or `2130706433`, or any hexadecimal part, such as
+/// `0x7f.0.0.1`. Four decimal parts that failed to parse are out of range.
+fn is_ipv4_shorthand(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('.').collect();
+    let is_number = |part: &&str| match part.strip_prefix("0x").or(part.strip_prefix("0X")) {
+        Some(hex) => !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()),
+    };
+    let has_hex = text.contains("0x") || text.contains("0X");
+    parts.len() <= 4 && parts.iter().all(is_number) && (parts.len() < 4 || has_hex)
 }
 
 /// Host names contain a letter beyond the hexadecimal digits or, without any
@@ -258,7 +275,15 @@ mod tests {
                 matches!(e, AddressError::ZoneOnIpv4(_))
             }),
             ("fe80::1%", |e| matches!(e, AddressError::EmptyZone(_))),
-            ("1.2.3", |e| matches!(e, AddressError::Malformed(_))),
+            ("1.2.3", |e| matches!(e, AddressError::Shorthand(_))),
+            ("127.1", |e| matches!(e, AddressError::Shorthand(_))),
+            ("2130706433", |e| matches!(e, AddressError::Shorthand(_))),
+            ("0x7f.0.0.1", |e| matches!(e, AddressError::Shorthand(_))),
+            ("0X7F000001", |e| matches!(e, AddressError::Shorthand(_))),
+            ("１２７.０.０.１", |e| {
+                matches!(e, AddressError::Malformed(_))
+            }),
+            ("10.0.0.1\0", |e| matches!(e, AddressError::Malformed(_))),
             ("1.2.3.256", |e| matches!(e, AddressError::Malformed(_))),
             ("::g", |e| matches!(e, AddressError::Malformed(_))),
             ("1:2:3:4:5:6:7:8:9", |e| {
@@ -275,6 +300,27 @@ mod tests {
     fn error_message_names_the_value() {
         let message = parse("10.1.2.3:8080").unwrap_err().to_string();
         assert!(message.contains("\"10.1.2.3:8080\""), "{message}");
+    }
+
+    #[test]
+    fn malformed_message_shows_valid_forms() {
+        for text in ["１２７.０.０.１", "10.0.0.1\0", "1.2.3.256"] {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(message.contains("not an IPv4 or IPv6 address"), "{message}");
+            assert!(message.contains("192.0.2.1"), "{message}");
+            assert!(message.contains("2001:db8::1"), "{message}");
+        }
+    }
+
+    #[test]
+    fn shorthand_message_asks_for_four_octets() {
+        for text in ["127.1", "2130706433", "0x7f.0.0.1"] {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(message.contains(&format!("{text:?}")), "{message}");
+            assert!(message.contains("shorthand IPv4"), "{message}");
+            assert!(message.contains("inet_aton"), "{message}");
+            assert!(message.contains("all four decimal octets"), "{message}");
+        }
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub enum RequestError {
     RepeatedIp(usize),
     #[error("invalid JSON body: {0}; send {{\"ips\": [\"ADDRESS\", ...]}}")]
     InvalidJson(String),
+    #[error("request body has Content-Encoding {0:?}, which is not supported; send uncompressed JSON without a Content-Encoding header")]
+    CompressedBody(String),
     #[error("request body exceeds {0} bytes; split the batch")]
     BodyTooLarge(usize),
     #[error("failed to read the request body: {0}")]
@@ -32,6 +34,7 @@ impl RequestError {
     pub fn http_status(&self) -> StatusCode {
         match self {
             RequestError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::CompressedBody(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             _ => StatusCode::BAD_REQUEST,
         }
     }

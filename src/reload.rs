@@ -35,6 +35,12 @@ const WATCHER_UP: &str = "ipclass_config_watcher_up";
 /// changing. The last read is used if they never agree.
 const MAX_SETTLE_READS: u32 = 10;
 
+/// Bounds of the pause between attempts to restart a failed watcher. The
+/// first pause is the debounce period within these bounds, and each failed
+/// attempt doubles it. The lower bound keeps a zero debounce from spinning.
+const MIN_WATCH_RETRY: Duration = Duration::from_millis(10);
+const MAX_WATCH_RETRY: Duration = Duration::from_secs(5);
+
 /// Timing settings of the reload path.
 #[derive(Debug, Clone, Copy)]
 pub struct ReloadSettings {
@@ -73,7 +79,7 @@ pub fn describe_metrics() {
     describe_counter!(
         WATCHER_FAILURES,
         Unit::Count,
-        "Failures of the config file watcher; the periodic check still runs."
+        "Failures of the config file watcher; it is retried, and the periodic check still runs."
     );
     describe_gauge!(
         WATCHER_UP,
@@ -118,6 +124,10 @@ enum Trigger {
     /// SIGHUP: rebuild even when the content hash is unchanged.
     Signal,
     Poll,
+    /// A pause after a watcher failure ended, so the watches are tried again.
+    /// Files may have changed while nothing watched them, so a restored
+    /// watcher is followed by a reload.
+    WatchRetry,
 }
 
 /// Message from the watcher thread to the reload task.
@@ -148,6 +158,8 @@ async fn run(mut reloader: Reloader, settings: ReloadSettings, watching: Watchin
     let start = tokio::time::Instant::now() + settings.poll_interval;
     let mut poll = tokio::time::interval_at(start, settings.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let first_retry = settings.debounce.clamp(MIN_WATCH_RETRY, MAX_WATCH_RETRY);
+    let mut retry = first_retry;
 
     loop {
         let trigger = tokio::select! {
@@ -166,6 +178,9 @@ async fn run(mut reloader: Reloader, settings: ReloadSettings, watching: Watchin
                 Trigger::Signal
             }
             _ = poll.tick() => Trigger::Poll,
+            // A folder that was removed or renamed away cannot be watched
+            // until it exists again, and nothing else reports when it does.
+            () = tokio::time::sleep(retry), if watcher.is_none() => Trigger::WatchRetry,
         };
         if trigger == Trigger::FileEvent {
             debounce(&mut receiver, settings.debounce).await;
@@ -175,6 +190,12 @@ async fn run(mut reloader: Reloader, settings: ReloadSettings, watching: Watchin
         // read raises a new event. A rename or delete drops inotify watches,
         // so every trigger re-establishes them.
         watcher = reloader.establish(&watch, &sender, watcher);
+        if watcher.is_some() {
+            retry = first_retry;
+        } else if trigger == Trigger::WatchRetry {
+            retry = (retry * 2).min(MAX_WATCH_RETRY);
+            continue;
+        }
         let Some(outcome) = reloader.load(trigger).await else {
             continue;
         };
@@ -380,7 +401,7 @@ impl Reloader {
         if status.watcher_error.as_deref() != Some(error.as_str()) {
             tracing::error!(
                 config = %self.state.config_path.display(),
-                "{error}; the periodic check still reloads"
+                "{error}; retrying the watches, and the periodic check still reloads"
             );
             counter!(WATCHER_FAILURES).increment(1);
         }

@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
@@ -50,7 +51,10 @@ pub async fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> (Router,
         .max_batch
         .saturating_mul(MAX_ADDRESS_LEN + 8)
         .saturating_add(4096);
+    // Requests may be gzip-compressed, and the limit applies to the
+    // decompressed message. Responses stay uncompressed.
     let classifier = IpClassifierServer::new(ClassifierService::new(state.clone()))
+        .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_message);
 
     let router = Routes::new(classifier)

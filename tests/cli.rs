@@ -209,7 +209,29 @@ fn check_rejects_oversize_list_file() {
         stderr.contains(&format!("{config}:15: cannot read ")),
         "{start}"
     );
-    assert!(stderr.contains("larger than 67108864 bytes"), "{start}");
+    assert!(stderr.contains("larger than the 64 MiB limit"), "{start}");
+    assert!(stderr.contains("split"), "{start}");
+    assert!(!stderr.contains("check that the file exists"), "{start}");
+}
+
+/// A list file saved in another encoding, such as Latin-1, gets advice to
+/// re-save it rather than to check that it exists.
+#[test]
+fn check_rejects_list_file_not_utf8() {
+    let (dir, config) = config_dir();
+    std::fs::write(dir.path.join("vpn.txt"), b"# caf\xe9 peers\n10.8.0.0/24\n")
+        .expect("write list file");
+    let output = run(&["check", "--config", &config]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{config}:15: cannot read ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not valid UTF-8"), "{stderr}");
+    assert!(stderr.contains("byte offset 5"), "{stderr}");
+    assert!(stderr.contains("save the file as UTF-8"), "{stderr}");
+    assert!(!stderr.contains("check that the file exists"), "{stderr}");
 }
 
 #[test]

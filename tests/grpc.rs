@@ -8,6 +8,7 @@ use ipclass::proto::ip_classifier_client::IpClassifierClient;
 use ipclass::proto::{
     GetTableInfoRequest, IsInternalPackedRequest, IsInternalRequest, IsInternalResponse, Verdict,
 };
+use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -344,11 +345,13 @@ const INVALID: &[(&str, &str)] = &[
     ("auth.example.com", "host names are not resolved"),
     ("10.1.2.3%eth0", "zone"),
     ("fe80::1%", "zone"),
-    ("1.2.3", "not an IPv4 or IPv6 address"),
+    ("1.2.3", "shorthand IPv4"),
+    ("0x7f.0.0.1", "all four decimal octets"),
     ("1.2.3.256", "not an IPv4 or IPv6 address"),
     ("1:2:3:4:5:6:7:8:9", "not an IPv4 or IPv6 address"),
     ("192.168.1.10 8.8.8.8", "not an IPv4 or IPv6 address"),
-    ("3232235786", "not an IPv4 or IPv6 address"),
+    ("3232235786", "shorthand IPv4"),
+    ("１２７.０.０.１", "such as 192.0.2.1"),
 ];
 
 #[tokio::test]
@@ -753,4 +756,62 @@ async fn reflection_lists_the_services() {
         names.contains(&"grpc.health.v1.Health".to_owned()),
         "{names:?}"
     );
+}
+
+/// Clients that compress requests, such as grpcio with
+/// `compression=grpc.Compression.Gzip`, are served by every method.
+#[tokio::test]
+async fn gzip_requests_are_accepted() {
+    let fixture = start(CONFIG, &[]);
+    let mut client = connect(&fixture.server)
+        .await
+        .send_compressed(CompressionEncoding::Gzip);
+
+    let rows = rows(&mut client, &["192.168.1.10", "8.8.8.8"]).await;
+    assert_eq!(
+        rows[0],
+        row(
+            "192.168.1.10",
+            Verdict::Internal,
+            "home-lan",
+            "192.168.1.0/24"
+        )
+    );
+    assert_eq!(rows[1], row("8.8.8.8", Verdict::External, "", ""));
+
+    let request = IsInternalPackedRequest {
+        ipv4: vec![192, 168, 1, 10, 8, 8, 8, 8].into(),
+        ipv6: Default::default(),
+    };
+    let packed = client
+        .is_internal_packed(request)
+        .await
+        .expect("IsInternalPacked succeeds")
+        .into_inner();
+    let expected = [Verdict::Internal as u8, Verdict::External as u8];
+    assert_eq!(packed.ipv4_verdicts.as_ref(), expected);
+    assert!(packed.ipv6_verdicts.is_empty());
+
+    let info = client
+        .get_table_info(GetTableInfoRequest {})
+        .await
+        .expect("GetTableInfo succeeds")
+        .into_inner();
+    assert_eq!(info.generation, 1);
+}
+
+/// A small compressed request that expands past the message limit is
+/// rejected, so compression does not lift the bound on a batch.
+#[tokio::test]
+async fn gzip_request_over_limit_is_rejected() {
+    let fixture = start(CONFIG, &["--max-batch-size", "3"]);
+    let mut client = connect(&fixture.server)
+        .await
+        .send_compressed(CompressionEncoding::Gzip);
+    let ips = vec!["192.168.1.10"; 10_000];
+    let status = is_internal(&mut client, &ips)
+        .await
+        .expect_err("a batch far over the limit fails");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("size limit"), "{status:?}");
 }

@@ -149,7 +149,8 @@ const INVALID: &[(&str, &str)] = &[
     ("010.0.0.1", "leading zeros"),
     ("localhost", "host names are not resolved"),
     ("10.1.2.3%eth0", "zone"),
-    ("1.2.3", "not an IPv4 or IPv6 address"),
+    ("1.2.3", "shorthand IPv4"),
+    ("1.2.3.256", "such as 192.0.2.1"),
 ];
 
 #[test]
@@ -272,6 +273,47 @@ fn post_malformed_or_misshapen_json_is_400() {
         let error = response["error"].as_str().expect("error is a string");
         assert!(error.starts_with("invalid JSON body"), "{body:?}: {error}");
     }
+}
+
+/// Windows tools such as PowerShell's `Out-File` write a UTF-8 byte order
+/// mark before the JSON.
+#[test]
+fn post_json_with_bom_is_accepted() {
+    let fixture = start(&[]);
+    let body = "\u{feff}{\"ips\": [\"192.168.1.10\"]}";
+    let (status, response) = post(&fixture.server, "/v1/is-internal", body);
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["results"][0]["ip"], "192.168.1.10");
+    assert_eq!(response["results"][0]["verdict"], "internal");
+    assert_eq!(response["results"][0]["set"], "home-lan");
+}
+
+#[test]
+fn post_gzip_body_is_415() {
+    let fixture = start(&[]);
+    let dir = TempDir::new("http-gzip");
+    let json = dir.write("batch.json", r#"{"ips": ["192.168.1.10"]}"#);
+    let gzip = Command::new("gzip")
+        .arg("--keep")
+        .arg(&json)
+        .status()
+        .expect("run gzip");
+    assert!(gzip.success(), "gzip exited with {gzip}");
+    let data = format!("@{}.gz", json.display());
+    let url = fixture.server.url("/v1/is-internal");
+    let (status, response) = curl(&[
+        "--header",
+        "content-type: application/json",
+        "--header",
+        "content-encoding: gzip",
+        "--data-binary",
+        &data,
+        &url,
+    ]);
+    assert_eq!(status, 415, "{response}");
+    let error = response["error"].as_str().expect("error is a string");
+    assert!(error.contains("\"gzip\""), "{error}");
+    assert!(error.contains("send uncompressed JSON"), "{error}");
 }
 
 #[test]

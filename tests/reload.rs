@@ -658,6 +658,45 @@ fn removed_folder_fails_watcher_until_restored() {
     assert_eq!(body["watcher"]["error"], "");
 }
 
+/// A folder renamed away and created again, as `mv conf conf.old; mkdir
+/// conf` does, gets its watch back without waiting for the periodic check,
+/// which [`FAST_RELOAD`] puts an hour away.
+#[test]
+fn renamed_folder_recreated_reloads() {
+    let dir = TempDir::new("reload-folder-renamed");
+    let folder = dir.path.join("conf");
+    fs::create_dir(&folder).unwrap();
+    let config = folder.join("c.toml");
+    fs::write(&config, config_text(1)).unwrap();
+    let server = Server::start(&config, FAST_RELOAD);
+
+    fs::rename(&folder, dir.path.join("conf.old")).unwrap();
+    let body = await_json(&server.url("/readyz"), |body| {
+        body["watcher"]["healthy"] == false
+    });
+    let error = body["watcher"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("conf"),
+        "watcher error {error:?} names the folder"
+    );
+    assert_eq!(query_version(&server), (1, 1));
+
+    fs::create_dir(&folder).unwrap();
+    fs::write(&config, config_text(6)).unwrap();
+    await_version(&server, 1, 6);
+    let body = await_json(&server.url("/readyz"), |body| {
+        body["watcher"]["healthy"] == true
+    });
+    assert_eq!(body["watcher"]["error"], "");
+
+    fs::write(&config, config_text(7)).unwrap();
+    let generation = await_version(&server, 2, 7);
+    assert!(
+        generation > 2,
+        "generation {generation} after the second write"
+    );
+}
+
 fn await_json(url: &str, accept: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + RELOAD_TIMEOUT;
     loop {

@@ -151,7 +151,7 @@ fn single_get_json_bytes() {
         (
             "a%22b",
             400,
-            r#"{"ip":"a\"b","verdict":"invalid","internal":false,"set":"","network":"","generation":1,"error":"invalid address \"a\\\"b\": not an IPv4 or IPv6 address"}"#,
+            r#"{"ip":"a\"b","verdict":"invalid","internal":false,"set":"","network":"","generation":1,"error":"invalid address \"a\\\"b\": not an IPv4 or IPv6 address; send dotted-quad IPv4 such as 192.0.2.1, or IPv6 such as 2001:db8::1"}"#,
         ),
     ];
     runtime().block_on(async {

@@ -27,6 +27,10 @@ impl fmt::Display for Location {
 pub enum Problem {
     #[error("cannot read {path}: {reason}; check that the file exists and is readable")]
     Unreadable { path: PathBuf, reason: String },
+    #[error("cannot read {path}: the file is not valid UTF-8 at byte offset {offset}; save the file as UTF-8")]
+    NotUtf8 { path: PathBuf, offset: usize },
+    #[error("cannot read {path}: the file is larger than the {max_mib} MiB limit; split its prefixes across several list files under `files`")]
+    TooLarge { path: PathBuf, max_mib: u64 },
     #[error("invalid TOML: {0}")]
     Syntax(String),
     #[error("unknown key {key:?} {place}; allowed keys are {allowed}")]
@@ -43,6 +47,12 @@ pub enum Problem {
     },
     #[error("invalid set name {0:?}: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit")]
     InvalidSetName(String),
+    #[error("set name {name:?} differs only in case from set {other_name:?} at {other}; set names must differ in more than case, so rename one of them")]
+    SetNameCaseClash {
+        name: String,
+        other_name: String,
+        other: Location,
+    },
     #[error("set {0:?} has no `internal` key; add `internal = true` or `internal = false`")]
     MissingInternal(String),
     #[error("invalid prefix {value:?}: {reason}")]

@@ -8,6 +8,7 @@
 mod diagnostic;
 mod prefix;
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::fs;
 use std::io::{self, Read};
 use std::ops::Range;
@@ -54,27 +55,45 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
                 path: path.to_owned(),
                 line: None,
             },
-            problem: Problem::Unreadable {
-                path: path.to_owned(),
-                reason: error.to_string(),
-            },
+            problem: read_problem(path.to_owned(), &error),
         }],
     })?;
     parse(&text, path, &mut |list| read_bounded(list))
 }
 
-/// Reads a UTF-8 file of at most [`MAX_FILE_BYTES`] bytes.
+/// Reads a UTF-8 file of at most [`MAX_FILE_BYTES`] bytes. A larger file
+/// fails with [`io::ErrorKind::FileTooLarge`], and text that is not UTF-8
+/// with [`io::ErrorKind::InvalidData`] around a [`std::str::Utf8Error`].
 fn read_bounded(path: &Path) -> io::Result<String> {
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     fs::File::open(path)?
         .take(MAX_FILE_BYTES + 1)
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_FILE_BYTES {
-        return Err(io::Error::other(format!(
-            "file is larger than {MAX_FILE_BYTES} bytes; split it or point to the right file"
-        )));
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("file is larger than {MAX_FILE_BYTES} bytes"),
+        ));
     }
-    Ok(text)
+    String::from_utf8(bytes)
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.utf8_error()))
+}
+
+/// Describes a failed read of `path`, with advice that fits the cause.
+fn read_problem(path: PathBuf, error: &io::Error) -> Problem {
+    let utf8_error = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<std::str::Utf8Error>());
+    if let Some(utf8_error) = utf8_error {
+        let offset = utf8_error.valid_up_to();
+        return Problem::NotUtf8 { path, offset };
+    }
+    if error.kind() == io::ErrorKind::FileTooLarge {
+        let max_mib = MAX_FILE_BYTES / (1024 * 1024);
+        return Problem::TooLarge { path, max_mib };
+    }
+    let reason = error.to_string();
+    Problem::Unreadable { path, reason }
 }
 
 /// Validates config `text` that was read from `path`. List files are read
@@ -203,6 +222,7 @@ impl<'a> Reader<'a> {
     }
 
     fn read_sets(&mut self, sets: &DeTable) {
+        self.check_set_name_case(sets);
         for (name, value) in sets.iter() {
             let name_text = name.get_ref().as_ref();
             if !is_valid_set_name(name_text) {
@@ -213,6 +233,32 @@ impl<'a> Reader<'a> {
                 _ => self
                     .wrong_type(format!("set {name_text:?}"), "a table", value)
                     .unwrap_or(()),
+            }
+        }
+    }
+
+    /// Rejects set names that differ only in case, at the later of the two.
+    fn check_set_name_case(&mut self, sets: &DeTable) {
+        // The table iterates in key order, so sort the names into file order.
+        let mut names: Vec<_> = sets.keys().collect();
+        names.sort_by_key(|name| name.span().start);
+        let mut first_by_folded: HashMap<String, (&str, Location)> = HashMap::new();
+        for name in names {
+            let name_text: &str = name.get_ref().as_ref();
+            let location = self.location(name.span());
+            match first_by_folded.entry(name_text.to_lowercase()) {
+                Entry::Occupied(first) => {
+                    let (other_name, other) = first.get().clone();
+                    let problem = Problem::SetNameCaseClash {
+                        name: name_text.to_owned(),
+                        other_name: other_name.to_owned(),
+                        other,
+                    };
+                    self.errors.push(Diagnostic { location, problem });
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert((name_text, location));
+                }
             }
         }
     }
@@ -306,13 +352,7 @@ impl<'a> Reader<'a> {
                 .join(name.as_ref());
             match (self.read_list)(&list_path) {
                 Ok(contents) => self.read_list_file(set, list_path, &contents),
-                Err(error) => self.error_at(
-                    item.span(),
-                    Problem::Unreadable {
-                        path: list_path,
-                        reason: error.to_string(),
-                    },
-                ),
+                Err(error) => self.error_at(item.span(), read_problem(list_path, &error)),
             }
         }
     }

@@ -160,6 +160,23 @@ fn set_without_internal_is_error() {
     );
 }
 
+/// Names that differ only in case would show as two look-alike sets in
+/// `/v1/table` and in metric labels.
+#[test]
+fn set_names_differing_in_case_are_error() {
+    let text = format!("{LAN}\n[sets.LAN]\ninternal = false\nnetworks = [\"192.0.2.0/24\"]\n");
+    assert_one_error(
+        &text,
+        5,
+        &[
+            "set name \"LAN\"",
+            "set \"lan\" at /etc/ipclass/ipclass.toml:1",
+            "differs only in case",
+            "rename one of them",
+        ],
+    );
+}
+
 #[test]
 fn wrong_types_are_errors() {
     let cases = [

@@ -17,7 +17,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes};
 use prost::encoding::decode_varint;
 use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{Grpc, UnaryService};
 use tonic::Status;
 
@@ -227,8 +227,9 @@ impl tower::Service<axum::extract::Request> for TextService {
         };
         let max_message = self.max_message;
         Box::pin(async move {
-            let mut grpc =
-                Grpc::new(TextCodec).apply_max_message_size_config(Some(max_message), None);
+            let mut grpc = Grpc::new(TextCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .apply_max_message_size_config(Some(max_message), None);
             let response = grpc.unary(method, request).await;
             Ok(response.map(axum::body::Body::new))
         })

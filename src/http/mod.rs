@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,6 +21,9 @@ use crate::error::RequestError;
 use crate::grpc::{log_rejected, request_span, table_info};
 use crate::metrics::{Api, BatchTally};
 use crate::state::AppState;
+
+/// Characters of a `Content-Encoding` value that an error repeats.
+const MAX_ENCODING_ECHO: usize = 32;
 
 /// Routes of the HTTP API. The caller adds the fallbacks.
 pub fn routes(state: Arc<AppState>) -> Router {
@@ -90,8 +93,10 @@ async fn is_internal_one(
 
 async fn is_internal_batch(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, RequestError> {
+    check_content_encoding(&headers)?;
     let limit = body_limit(state.max_batch);
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|error| {
         if is_length_limit(&error) {
@@ -100,7 +105,10 @@ async fn is_internal_batch(
             RequestError::BodyRead(error.to_string())
         }
     })?;
-    let request: BatchRequest = serde_json::from_slice(&bytes)
+    // Some Windows tools write a UTF-8 byte order mark before the JSON, which
+    // serde_json rejects.
+    let json = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+    let request: BatchRequest = serde_json::from_slice(json)
         .map_err(|error| RequestError::InvalidJson(error.to_string()))?;
     let snapshot = state.snapshot();
     let table = &snapshot.table;
@@ -127,6 +135,20 @@ async fn is_internal_batch(
     body.push(b'}');
     tally.record(Api::HttpPost, &snapshot.set_counters);
     Ok(json_response(StatusCode::OK, body))
+}
+
+/// Rejects a compressed body, which would otherwise fail as invalid JSON at
+/// its first byte.
+fn check_content_encoding(headers: &HeaderMap) -> Result<(), RequestError> {
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let text = text.trim();
+        if !text.is_empty() && !text.eq_ignore_ascii_case("identity") {
+            let encoding = text.chars().take(MAX_ENCODING_ECHO).collect();
+            return Err(RequestError::CompressedBody(encoding));
+        }
+    }
+    Ok(())
 }
 
 /// A response with a JSON body that is already encoded, with the same

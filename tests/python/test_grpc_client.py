@@ -78,7 +78,7 @@ def test_address_rules(ipclass_stubs, stub_for, classifier, ip, verdict, set_nam
         ("10.0.0.0/8", "CIDR"),
         ("010.0.0.1", "leading zeros"),
         ("localhost", "host names are not resolved"),
-        ("1.2.3", "not an IPv4 or IPv6 address"),
+        ("1.2.3", "shorthand IPv4"),
     ],
 )
 def test_invalid_address_is_never_internal(ipclass_stubs, stub_for, start_classifier, ip, reason):
