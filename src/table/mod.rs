@@ -86,9 +86,9 @@ pub struct Match<'t> {
 
 /// An immutable longest-prefix-match table over named sets.
 ///
-/// The config is validated into an `ip_network_table` (which finds duplicate
-/// prefixes); lookups use a [`CompiledTable`] built from the same prefixes,
-/// because it answers several times faster and takes less memory.
+/// Lookups use a [`CompiledTable`], which tests check against
+/// `ip_network_table`; the compiled form answers several times faster and
+/// takes less memory.
 pub struct Table {
     spec: TableSpec,
     compiled: CompiledTable,
