@@ -51,6 +51,21 @@ pub struct TableSpec {
     pub files: Vec<PathBuf>,
 }
 
+impl TableSpec {
+    /// Counts the prefixes of each set as (IPv4, IPv6), indexed by [`SetId`].
+    pub fn prefix_counts(&self) -> Vec<(u64, u64)> {
+        let mut counts = vec![(0, 0); self.sets.len()];
+        for entry in &self.prefixes {
+            let count = &mut counts[usize::from(entry.set)];
+            match entry.network {
+                IpNetwork::V4(_) => count.0 += 1,
+                IpNetwork::V6(_) => count.1 += 1,
+            }
+        }
+        counts
+    }
+}
+
 /// The classification of one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -196,15 +211,7 @@ impl Table {
 
     /// Counts the prefixes of each set as (IPv4, IPv6), indexed by [`SetId`].
     pub fn prefix_counts(&self) -> Vec<(u64, u64)> {
-        let mut counts = vec![(0, 0); self.spec.sets.len()];
-        for entry in &self.spec.prefixes {
-            let count = &mut counts[usize::from(entry.set)];
-            match entry.network {
-                IpNetwork::V4(_) => count.0 += 1,
-                IpNetwork::V6(_) => count.1 += 1,
-            }
-        }
-        counts
+        self.spec.prefix_counts()
     }
 }
 
