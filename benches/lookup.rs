@@ -61,6 +61,23 @@ fn bench_lookup(c: &mut Criterion) {
                 })
             });
         }
+        // The batch form of the compiled table, as packed requests use it.
+        let keys: Vec<u32> = ipv4
+            .iter()
+            .filter_map(|address| match address {
+                std::net::IpAddr::V4(v4) => Some(u32::from(*v4)),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
+        let mut found = vec![0u32; keys.len()];
+        group.bench_function("compiled_batch-ipv4", |b| {
+            b.iter(|| {
+                table
+                    .compiled()
+                    .lookup_v4_batch(black_box(&keys), &mut found);
+                black_box(&found);
+            })
+        });
         let normalized: Vec<Normalized> = ipv4.iter().map(|&a| address::normalize(a)).collect();
         group.bench_function("classify-ipv4", |b| {
             b.iter(|| {

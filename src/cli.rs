@@ -165,8 +165,9 @@ pub fn check(args: &CheckArgs) -> ExitCode {
 
 /// Describes a valid config: sets, prefix counts per family, warnings.
 pub fn summary(path: &Path, loaded: &Loaded) -> String {
-    let table = Table::new(loaded.spec.clone(), 0);
-    let counts = table.prefix_counts();
+    // Counting needs only the validated prefixes, so no table is built.
+    let spec = &loaded.spec;
+    let counts = spec.prefix_counts();
     let ipv4: u64 = counts.iter().map(|count| count.0).sum();
     let ipv6: u64 = counts.iter().map(|count| count.1).sum();
     let mut out = String::new();
@@ -174,17 +175,17 @@ pub fn summary(path: &Path, loaded: &Loaded) -> String {
     let _ = writeln!(
         out,
         "  {}, {} ({ipv4} IPv4, {ipv6} IPv6), {}",
-        count(table.sets().len() as u64, "set"),
+        count(spec.sets.len() as u64, "set"),
         count(ipv4 + ipv6, "prefix"),
         count(loaded.warnings.len() as u64, "warning"),
     );
-    let width = table
-        .sets()
+    let width = spec
+        .sets
         .iter()
         .map(|set| set.name.len())
         .max()
         .unwrap_or(0);
-    let mut rows: Vec<_> = table.sets().iter().zip(&counts).collect();
+    let mut rows: Vec<_> = spec.sets.iter().zip(&counts).collect();
     rows.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     for (set, (set_v4, set_v6)) in rows {
         let kind = if set.internal { "internal" } else { "external" };

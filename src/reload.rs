@@ -580,7 +580,18 @@ fn load_stable(path: &Path, settle: Duration) -> (Result<Loaded, ConfigErrors>, 
     let mut started = Instant::now();
     let mut result = config::load(path);
     for _ in 0..MAX_SETTLE_READS {
+        let load_time = started.elapsed();
         std::thread::sleep(settle);
+        // A valid config is stable when its files still hash alike, which
+        // costs a read and a hash instead of a second parse.
+        if let Ok(loaded) = &result {
+            let hash = config::hash_sources(&loaded.sources);
+            if hash.ok().as_deref() == Some(loaded.content_hash.as_str()) {
+                // Report the time the load took, not the wait for settling.
+                started = Instant::now() - load_time;
+                break;
+            }
+        }
         let next_started = Instant::now();
         let next = config::load(path);
         let stable = same_outcome(&result, &next);

@@ -27,6 +27,61 @@ pub enum Adjustment {
 /// Parses `text` such as `192.168.1.0/24` or `fd00::/8`. Returns the reason
 /// for a rejection, phrased so it can follow the value in a message.
 pub fn parse_prefix(text: &str) -> Result<ParsedPrefix, String> {
+    match parse_ipv4_fast(text) {
+        Some(parsed) => Ok(parsed),
+        None => parse_prefix_general(text),
+    }
+}
+
+/// Parses a plain IPv4 prefix `a.b.c.d/n` without allocating, for the bulk
+/// of a large list file. Returns `None` for anything else, valid or not, so
+/// that [`parse_prefix_general`] decides it and explains any rejection. Like
+/// std's parser, it rejects octets with leading zeros.
+fn parse_ipv4_fast(text: &str) -> Option<ParsedPrefix> {
+    let bytes = text.as_bytes();
+    let mut address = 0u32;
+    let mut at = 0;
+    for separator in [b'.', b'.', b'.', b'/'] {
+        let (octet, end) = parse_decimal(bytes, at)?;
+        if octet > 255 || bytes.get(end) != Some(&separator) {
+            return None;
+        }
+        address = address << 8 | octet;
+        at = end + 1;
+    }
+    let (length, end) = parse_decimal(bytes, at)?;
+    if end != bytes.len() || length > 32 {
+        return None;
+    }
+    let mask = u32::MAX.checked_shl(32 - length).unwrap_or(0);
+    let length = u8::try_from(length).ok()?;
+    let network = Ipv4Network::new(Ipv4Addr::from(address & mask), length).ok()?;
+    Some(ParsedPrefix {
+        network: IpNetwork::V4(network),
+        adjustment: (address & !mask != 0).then_some(Adjustment::HostBitsCleared),
+    })
+}
+
+/// Reads one to three decimal digits at `start`, rejecting a leading zero.
+/// Returns the value and the index after the last digit.
+fn parse_decimal(bytes: &[u8], start: usize) -> Option<(u32, usize)> {
+    let digits = bytes[start.min(bytes.len())..]
+        .iter()
+        .take(3)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let end = start + digits;
+    if digits == 0 || (digits > 1 && bytes[start] == b'0') {
+        return None;
+    }
+    let value = bytes[start..end]
+        .iter()
+        .fold(0, |value, &b| value * 10 + u32::from(b - b'0'));
+    Some((value, end))
+}
+
+/// Parses any prefix that [`parse_prefix`] accepts, and explains rejections.
+fn parse_prefix_general(text: &str) -> Result<ParsedPrefix, String> {
     let Some((address_text, length_text)) = text.split_once('/') else {
         return Err(missing_length_reason(text));
     };
@@ -119,6 +174,8 @@ fn parse_length(text: &str, max: u8) -> Result<u8, String> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn network(text: &str) -> String {
@@ -176,6 +233,42 @@ mod tests {
         for (text, expected) in cases {
             let reason = parse_prefix(text).expect_err(text);
             assert!(reason.contains(expected), "{text:?}: {reason}");
+        }
+    }
+
+    /// Pieces that join into near-valid IPv4 prefixes: octets with leading
+    /// zeros or out of range, stray signs, spaces and IPv6 separators.
+    const PIECES: &[&str] = &[
+        "0", "00", "01", "1", "9", "10", "25", "32", "33", "099", "255", "256", "300", "1000", ".",
+        ".", ".", "/", "/", "+", "-", " ", ":", "::", "a", "ffff", "%",
+    ];
+
+    fn near_ipv4() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u32..=300, 0u32..=300, 0u32..=300, 0u32..=300, 0u32..=40)
+                .prop_map(|(a, b, c, d, n)| format!("{a}.{b}.{c}.{d}/{n}")),
+            prop::collection::vec(prop::sample::select(PIECES), 0..12)
+                .prop_map(|pieces| pieces.concat()),
+            "[0-9./:+ a-f]{0,24}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn fast_path_agrees_with_general(text in near_ipv4()) {
+            // The fast path handles exactly the plain IPv4 prefixes, and
+            // returns the same network and adjustment for them.
+            let general = parse_prefix_general(&text).ok().filter(|_| !text.contains(':'));
+            prop_assert_eq!(parse_ipv4_fast(&text), general);
+        }
+
+        #[test]
+        fn every_ipv4_prefix_takes_fast_path(address in any::<u32>(), length in 0u8..=32) {
+            let text = format!("{}/{length}", Ipv4Addr::from(address));
+            let fast = parse_ipv4_fast(&text);
+            prop_assert!(fast.is_some(), "{}", text);
+            prop_assert_eq!(fast, parse_prefix_general(&text).ok());
         }
     }
 }

@@ -51,6 +51,21 @@ pub struct TableSpec {
     pub files: Vec<PathBuf>,
 }
 
+impl TableSpec {
+    /// Counts the prefixes of each set as (IPv4, IPv6), indexed by [`SetId`].
+    pub fn prefix_counts(&self) -> Vec<(u64, u64)> {
+        let mut counts = vec![(0, 0); self.sets.len()];
+        for entry in &self.prefixes {
+            let count = &mut counts[usize::from(entry.set)];
+            match entry.network {
+                IpNetwork::V4(_) => count.0 += 1,
+                IpNetwork::V6(_) => count.1 += 1,
+            }
+        }
+        counts
+    }
+}
+
 /// The classification of one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -86,9 +101,9 @@ pub struct Match<'t> {
 
 /// An immutable longest-prefix-match table over named sets.
 ///
-/// The config is validated into an `ip_network_table` (which finds duplicate
-/// prefixes); lookups use a [`CompiledTable`] built from the same prefixes,
-/// because it answers several times faster and takes less memory.
+/// Lookups use a [`CompiledTable`], which tests check against
+/// `ip_network_table`; the compiled form answers several times faster and
+/// takes less memory.
 pub struct Table {
     spec: TableSpec,
     compiled: CompiledTable,
@@ -196,15 +211,7 @@ impl Table {
 
     /// Counts the prefixes of each set as (IPv4, IPv6), indexed by [`SetId`].
     pub fn prefix_counts(&self) -> Vec<(u64, u64)> {
-        let mut counts = vec![(0, 0); self.spec.sets.len()];
-        for entry in &self.spec.prefixes {
-            let count = &mut counts[usize::from(entry.set)];
-            match entry.network {
-                IpNetwork::V4(_) => count.0 += 1,
-                IpNetwork::V6(_) => count.1 += 1,
-            }
-        }
-        counts
+        self.spec.prefix_counts()
     }
 }
 
