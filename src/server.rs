@@ -63,7 +63,7 @@ pub async fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> (Router,
         .add_service(reflection_v1alpha)
         .into_axum_router()
         // The exact path takes precedence over the generated service's
-        // wildcard route, so IsInternal is answered by the leaner codec.
+        // wildcard route, so the leaner codec serves IsInternal.
         .route_service(text::PATH, TextService::new(state.clone(), max_message))
         .merge(http::routes(state))
         .merge(metrics::routes(metrics))

@@ -1,6 +1,6 @@
 //! The gRPC encoding of the API: `ipclass.v1.IpClassifier`.
 //!
-//! [`batch`] holds the per-batch work shared with the benchmarks, and
+//! [`batch`] contains the per-batch work shared with the benchmarks, and
 //! [`text`] serves `IsInternal` with a codec that avoids per-address messages.
 
 pub mod batch;

@@ -2,7 +2,7 @@
 //! addresses is read without one `String` per address and its response is
 //! written without one `Classification` message per address.
 //!
-//! The bytes on the wire are those of the generated messages; the generated
+//! The bytes on the wire are those of the generated messages. The generated
 //! handler in the parent module stays as the reference that tests compare
 //! against.
 
