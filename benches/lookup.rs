@@ -18,7 +18,7 @@ use ipclass::table::{Table, TableSpec};
 /// on the query order.
 const COUNT: usize = 4096;
 
-/// The tables measured, by name, with the lists they are built from.
+/// Lists the measured tables by name, with the files they are built from.
 fn tables() -> Vec<(&'static str, Vec<PathBuf>)> {
     let mut tables = Vec::new();
     if let Some(homelab) = common::homelab_list() {

@@ -8,10 +8,13 @@
 #   -r REPS      repetitions of the peer scripts (default 3)
 #   --port PORT  loopback port for ipclass (default 18095)
 #   --skip-peers run only the gRPC load generator against ipclass
-# Environment: PEERS_DIR (the peer harness folder; default ../shared/peers or
-# ../../shared/peers beside this checkout), PEERS_STATE (passed through),
-# IPCLASS_WORKERS (default 1), BENCH_ARGS and GRPC_BENCH_ARGS (extra options
-# for bench.sh and grpc_bench.sh, such as --no-inproc).
+# Environment:
+#   PEERS_DIR        the peer harness folder (default ../shared/peers or
+#                    ../../shared/peers beside this checkout)
+#   PEERS_STATE      passed through to the peer scripts
+#   IPCLASS_WORKERS  runtime workers for ipclass (default 1)
+#   BENCH_ARGS, GRPC_BENCH_ARGS  extra options for bench.sh and grpc_bench.sh,
+#                    such as --no-inproc
 #
 # Writes everything under results/<UTC time>/ in this checkout: the generated
 # config, the server log, bench.txt (wrk/h2load), grpc.txt (h2load gRPC),

@@ -1,7 +1,7 @@
 //! The table in use, and the limits requests obey.
 //!
-//! Readers take one snapshot per request, so each batch is answered by
-//! exactly one table even while a reload swaps in the next one.
+//! Readers take one snapshot per request, so exactly one table classifies
+//! each batch, even while a reload swaps in the next one.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,6 @@
 //! Config reload against the real binary: each way an operator or a platform
 //! changes the config, while a client keeps querying and checks that every
-//! answer comes whole from one known config.
+//! response comes whole from one known config.
 
 mod common;
 
@@ -160,7 +160,7 @@ fn await_table(server: &Server, what: &str, accept: impl Fn(&Value) -> bool) -> 
     }
 }
 
-/// Waits for a generation above `after` and checks it answers as `version`.
+/// Waits for a generation above `after` and checks it classifies as `version`.
 fn await_version(server: &Server, after: u64, version: u32) -> u64 {
     let table = await_table(server, "reload", |table| {
         table["generation"].as_u64().is_some_and(|g| g > after)
@@ -178,7 +178,7 @@ fn await_version(server: &Server, after: u64, version: u32) -> u64 {
 }
 
 /// Waits for a failed reload whose error contains every one of `parts`, and
-/// checks that generation `kept` with `version` still answers.
+/// checks that generation `kept` still classifies as `version`.
 fn await_failure(server: &Server, kept: u64, version: u32, parts: &[&str]) {
     let table = await_table(server, "failed reload", |table| {
         table["last_reload_error"]

@@ -754,7 +754,7 @@ mod end_to_end {
         (config, list)
     }
 
-    /// The verdict, set and network a longest-prefix scan gives.
+    /// Computes the verdict, set and network with a longest-prefix scan.
     fn brute_force(prefixes: &[Written], address: IpAddr) -> (Verdict, String, String) {
         if address.is_unspecified() || address == IpAddr::V4(Ipv4Addr::BROADCAST) {
             return (Verdict::Unknown, String::new(), String::new());

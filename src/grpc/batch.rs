@@ -27,10 +27,11 @@ const TAG_SET: u8 = 0x22;
 const TAG_NETWORK: u8 = 0x2a;
 const TAG_ERROR: u8 = 0x32;
 
-/// Longest text of a prefix: a full IPv6 address (39 bytes), "/" and "128".
+/// Maximum text length of a prefix: a full IPv6 address (39 bytes), "/"
+/// and "128", rounded up.
 const MAX_NETWORK_TEXT: usize = 48;
 
-/// The `ipclass.v1.Verdict` number of a verdict, as sent on the wire.
+/// Returns the `ipclass.v1.Verdict` number of a verdict, as sent on the wire.
 pub fn verdict_code(verdict: Verdict) -> u8 {
     super::proto_verdict(verdict) as u8
 }

@@ -1,4 +1,4 @@
-//! Hand-written JSON for the classification answers, the hottest HTTP
+//! Hand-written JSON for the classification responses, the hottest HTTP
 //! responses. The output is byte for byte what serde_json writes for the
 //! same fields, which the tests check.
 
@@ -8,7 +8,8 @@ use std::io::Write as _;
 use crate::classify::Classification;
 use crate::grpc::batch::StackText;
 
-/// Bytes most single answers fit in, so one allocation usually suffices.
+/// Bytes that most single-address responses fit in, so one allocation
+/// usually suffices.
 pub const TYPICAL_ANSWER_LEN: usize = 160;
 
 /// Appends one result object: `ip`, `verdict`, `internal`, `set`, `network`,

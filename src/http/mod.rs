@@ -1,6 +1,7 @@
 //! The HTTP/JSON encoding of the API, plus health and readiness endpoints.
 //!
-//! [`json`] writes the classification answers by hand; the rest uses serde.
+//! [`json`] writes the classification responses by hand, and the rest uses
+//! serde.
 
 pub mod json;
 
@@ -151,8 +152,8 @@ fn check_content_encoding(headers: &HeaderMap) -> Result<(), RequestError> {
     Ok(())
 }
 
-/// A response with a JSON body that is already encoded, with the same
-/// content type that `axum::Json` sets.
+/// Wraps an already encoded JSON body in a response with the content type
+/// that `axum::Json` sets.
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     let content_type = [(header::CONTENT_TYPE, "application/json")];
     (status, content_type, body).into_response()
@@ -186,7 +187,7 @@ async fn healthz() -> Response {
 }
 
 /// Reports readiness. A failed config watcher does not make the service
-/// unready, because the table still answers and the periodic check still
+/// unready, because the table still serves and the periodic check still
 /// reloads, so it shows only in the `watcher` detail.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let generation = state.snapshot().table.generation();

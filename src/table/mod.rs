@@ -102,7 +102,7 @@ pub struct Match<'t> {
 /// An immutable longest-prefix-match table over named sets.
 ///
 /// Lookups use a [`CompiledTable`], which tests check against
-/// `ip_network_table`; the compiled form answers several times faster and
+/// `ip_network_table`; the compiled form looks up several times faster and
 /// takes less memory.
 pub struct Table {
     spec: TableSpec,
@@ -175,7 +175,7 @@ impl Table {
         &self.spec.prefixes[index as usize]
     }
 
-    /// The lookup structure, for callers that classify whole batches.
+    /// Returns the lookup structure, for callers that classify whole batches.
     pub fn compiled(&self) -> &CompiledTable {
         &self.compiled
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Longest a test waits for the server to report something in its log.
+/// Maximum time a test waits for a server log line.
 pub const LOG_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn binary() -> &'static str {
