@@ -52,14 +52,32 @@ impl IntoResponse for RequestError {
 }
 
 pub fn error_response(status: StatusCode, message: String) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
+    json_response(status, error_body(&message))
+}
+
+/// The JSON body of an error: `{"error": message}`.
+fn error_body(message: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "error": message })).expect("a JSON object always serializes")
 }
 
 async fn is_internal_one(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
-) -> Result<Response, RequestError> {
-    let query = query.unwrap_or_default();
+) -> Response {
+    let (status, body) = answer_one(&state, query.as_deref().unwrap_or_default());
+    json_response(status, body)
+}
+
+/// Answers `GET /v1/is-internal` for its raw query string with the status
+/// and the JSON body. 
+pub fn answer_one(state: &AppState, query: &str) -> (StatusCode, Vec<u8>) {
+    match classify_query(state, query) {
+        Ok(answer) => answer,
+        Err(error) => (error.http_status(), error_body(&error.to_string())),
+    }
+}
+
+fn classify_query(state: &AppState, query: &str) -> Result<(StatusCode, Vec<u8>), RequestError> {
     let mut values = form_urlencoded::parse(query.as_bytes())
         .filter(|(key, _)| key == "ip")
         .map(|(_, value)| value);
@@ -89,7 +107,7 @@ async fn is_internal_one(
     };
     let mut body = Vec::with_capacity(json::TYPICAL_ANSWER_LEN);
     json::write_classification(&mut body, &ip, &found, table.generation());
-    Ok(json_response(status, body))
+    Ok((status, body))
 }
 
 async fn is_internal_batch(
