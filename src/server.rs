@@ -7,12 +7,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use axum::Router;
+use bytes::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -23,6 +27,7 @@ use crate::address::MAX_ADDRESS_LEN;
 use crate::grpc::text::{self, TextService};
 use crate::grpc::{ClassifierService, IpClassifierServer};
 use crate::http;
+use crate::http::fast::{self, Outcome, Rewind};
 use crate::metrics;
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::state::AppState;
@@ -93,10 +98,15 @@ pub async fn serve(
     let (app, mut reporter) = router(state.clone(), metrics.clone()).await;
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
-    servers.spawn(serve_until_drained(listener, app, drain_rx.clone()));
+    servers.spawn(serve_until_drained(
+        listener,
+        app,
+        Some(state.clone()),
+        drain_rx.clone(),
+    ));
     if let Some(metrics_listener) = metrics_listener {
         let app = metrics::routes(metrics).layer(axum::middleware::from_fn(metrics::count_http));
-        servers.spawn(serve_until_drained(metrics_listener, app, drain_rx));
+        servers.spawn(serve_until_drained(metrics_listener, app, None, drain_rx));
     }
 
     tokio::select! {
@@ -133,24 +143,92 @@ pub async fn serve(
 }
 
 /// Serves `app` on `listener` until `drain` turns true, then waits for open
-/// connections to finish their requests. An HTTP/2 connection closes only
-/// after its client acknowledges the GOAWAY, so a client that stops reading
-/// keeps it open until the grace period ends.
+/// connections to finish their requests. With `fast`, each connection
+/// starts in [`fast::serve`], which serves single-address GETs itself. An
+/// HTTP/2 connection closes only after its client acknowledges the GOAWAY,
+/// so a client that stops reading keeps it open until the grace period ends.
 async fn serve_until_drained(
     listener: TcpListener,
     app: Router,
-    mut drain: watch::Receiver<bool>,
+    fast: Option<Arc<AppState>>,
+    drain: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
+    let connections = TaskTracker::new();
+    let mut stop = drain.clone();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    accept_failed(error).await;
+                    continue;
+                }
+            },
+            () = drained(&mut stop) => break,
+        };
+        if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "failed to set TCP_NODELAY");
         }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = drain.wait_for(|drain| *drain).await;
-        })
-        .await
+        connections.spawn(connection(stream, app.clone(), fast.clone(), drain.clone()));
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// Serves one connection: first the fast path, if any, then hyper with
+/// whatever the fast path left unanswered.
+async fn connection(
+    stream: TcpStream,
+    app: Router,
+    fast: Option<Arc<AppState>>,
+    mut drain: watch::Receiver<bool>,
+) {
+    let io = match fast {
+        Some(state) => match fast::serve(stream, &state, &mut drain).await {
+            Outcome::Closed => return,
+            Outcome::Handoff(io) => io,
+        },
+        None => Rewind::new(Bytes::new(), stream),
+    };
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(app));
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::trace!(%error, "connection ended with an error");
+            }
+            return;
+        }
+        () = drained(&mut drain) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    if let Err(error) = connection.await {
+        tracing::trace!(%error, "connection ended with an error");
+    }
+}
+
+/// Resolves once `drain` is true or its sender is gone.
+pub async fn drained(drain: &mut watch::Receiver<bool>) {
+    let _ = drain.wait_for(|drain| *drain).await;
+}
+
+/// Waits after a failed accept. Errors of a single connection are retried at
+/// once. Others, such as running out of file descriptors, wait a second so
+/// that the loop does not spin.
+async fn accept_failed(error: io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(%error, "failed to accept a connection; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Reports NOT_SERVING to every health check and Watch stream, then ends the

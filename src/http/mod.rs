@@ -1,8 +1,10 @@
 //! The HTTP/JSON encoding of the API, plus health and readiness endpoints.
 //!
 //! [`json`] writes the classification responses by hand, and the rest uses
-//! serde.
+//! serde. [`fast`] answers plain single-address GETs over HTTP/1.1 before
+//! hyper sees the connection.
 
+pub mod fast;
 pub mod json;
 
 use std::sync::Arc;
@@ -69,7 +71,7 @@ async fn is_internal_one(
 }
 
 /// Answers `GET /v1/is-internal` for its raw query string with the status
-/// and the JSON body. 
+/// and the JSON body. Both HTTP/1.1 paths, hyper's and [`fast`], call it.
 pub fn answer_one(state: &AppState, query: &str) -> (StatusCode, Vec<u8>) {
     match classify_query(state, query) {
         Ok(answer) => answer,

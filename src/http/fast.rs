@@ -1,0 +1,406 @@
+//! Single-address `GET /v1/is-internal` over HTTP/1.1, served without
+//! hyper.
+//!
+//! Every connection on the main listener starts here. While its requests
+//! are plain HTTP/1.1 GETs of `/v1/is-internal`, they are parsed with
+//! `httparse` and served straight from the read buffer, pipelined ones in
+//! one write. At the first request that is anything else (another path or
+//! method, a body, HTTP/1.0, an upgrade, the HTTP/2 preface, bytes that do
+//! not parse) the connection and every byte not yet answered go to hyper,
+//! which serves the rest of the connection. Answers are those of the axum
+//! route, byte for byte apart from the date.
+
+use std::cell::RefCell;
+use std::io;
+use std::io::Write as _;
+use std::ops::Range;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::uri::PathAndQuery;
+use axum::http::StatusCode;
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::http::answer_one;
+use crate::metrics::{self, Api};
+use crate::server::drained;
+use crate::state::AppState;
+
+const ROUTE: &str = "/v1/is-internal";
+
+/// Maximum number of headers in a request that this module serves.
+const MAX_HEADERS: usize = 32;
+
+/// Unanswered bytes after which the connection goes to hyper, which applies
+/// its own limits to a request head this long.
+const MAX_BUFFERED: usize = 16 * 1024;
+
+/// Final state of a connection that [`serve`] returns.
+pub enum Outcome {
+    /// The connection is closed, or the client closed it.
+    Closed,
+    /// Hyper serves the rest, starting with the unanswered bytes.
+    Handoff(Rewind),
+}
+
+/// Serves requests on `stream` until one needs hyper, the client closes
+/// the connection, or `drain` turns true while no request is pending.
+pub async fn serve(
+    mut stream: TcpStream,
+    state: &AppState,
+    drain: &mut watch::Receiver<bool>,
+) -> Outcome {
+    let mut input = BytesMut::with_capacity(4096);
+    let mut output = Vec::with_capacity(1024);
+    loop {
+        let mut close = false;
+        let mut handoff = false;
+        while !close {
+            match parse(&input) {
+                Parsed::Get {
+                    query,
+                    len,
+                    close: requested,
+                } => {
+                    let started = Instant::now();
+                    let query =
+                        std::str::from_utf8(&input[query]).expect("httparse checks the target");
+                    let (status, body) = answer_one(state, query);
+                    close = requested || *drain.borrow();
+                    write_response(&mut output, status, &body, close);
+                    metrics::record_request(Api::HttpGet, status_label(status), started.elapsed());
+                    input.advance(len);
+                }
+                Parsed::Partial => break,
+                Parsed::Other => {
+                    handoff = true;
+                    break;
+                }
+            }
+        }
+        if !output.is_empty() {
+            if stream.write_all(&output).await.is_err() {
+                return Outcome::Closed;
+            }
+            output.clear();
+        }
+        if close {
+            let _ = stream.shutdown().await;
+            return Outcome::Closed;
+        }
+        if handoff || input.len() > MAX_BUFFERED {
+            return Outcome::Handoff(Rewind::new(input.freeze(), stream));
+        }
+        tokio::select! {
+            read = stream.read_buf(&mut input) => match read {
+                Ok(0) | Err(_) => return Outcome::Closed,
+                Ok(_) => {}
+            },
+            () = drained(drain), if input.is_empty() => return Outcome::Closed,
+        }
+    }
+}
+
+/// The first request in a buffer.
+#[derive(Debug, PartialEq, Eq)]
+enum Parsed {
+    /// A GET of the route: where its query string lies, the length of the
+    /// whole request, and whether the client requested that the connection close afterwards.
+    Get {
+        query: Range<usize>,
+        len: usize,
+        close: bool,
+    },
+    /// Not complete yet, and a GET so far.
+    Partial,
+    /// Anything that hyper serves.
+    Other,
+}
+
+fn parse(input: &[u8]) -> Parsed {
+    const GET: &[u8] = b"GET ";
+    if !input.starts_with(GET) {
+        return if GET.starts_with(input) {
+            Parsed::Partial
+        } else {
+            Parsed::Other
+        };
+    }
+
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let len = match request.parse(input) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let (Some(1), Some(target)) = (request.version, request.path) else {
+        return Parsed::Other;
+    };
+    let query = match target.strip_prefix(ROUTE) {
+        Some("") => "",
+        Some(rest) => match rest.strip_prefix('?') {
+            Some(query) => query,
+            None => return Parsed::Other,
+        },
+        None => return Parsed::Other,
+    };
+    // Hyper rejects some targets that httparse accepts, so those go to
+    // hyper for the same rejection.
+    if PathAndQuery::from_str(target).is_err() {
+        return Parsed::Other;
+    }
+
+    let mut close = false;
+    for header in request.headers.iter() {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("connection") {
+            match header.value.trim_ascii() {
+                value if value.eq_ignore_ascii_case(b"keep-alive") => {}
+                value if value.eq_ignore_ascii_case(b"close") => close = true,
+                _ => return Parsed::Other,
+            }
+        } else if [
+            "content-length",
+            "transfer-encoding",
+            "content-type",
+            "expect",
+            "upgrade",
+        ]
+        .iter()
+        .any(|other| name.eq_ignore_ascii_case(other))
+        {
+            return Parsed::Other;
+        }
+    }
+    // The query is a suffix of the target, which is a slice of `input`.
+    let end = target.as_ptr() as usize - input.as_ptr() as usize + target.len();
+    Parsed::Get {
+        query: end - query.len()..end,
+        len,
+        close,
+    }
+}
+
+/// Appends a response with the headers hyper writes for the axum route.
+fn write_response(out: &mut Vec<u8>, status: StatusCode, body: &[u8], close: bool) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
+    write!(out, "{}", body.len()).expect("writing to a Vec never fails");
+    if close {
+        out.extend_from_slice(b"\r\nconnection: close");
+    }
+    out.extend_from_slice(b"\r\ndate: ");
+    with_date(|date| out.extend_from_slice(date));
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+}
+
+/// Returns the `code` label of a status, without allocating for 200 and 400.
+fn status_label(status: StatusCode) -> ::metrics::SharedString {
+    match status {
+        StatusCode::OK => "200".into(),
+        StatusCode::BAD_REQUEST => "400".into(),
+        other => other.as_str().to_owned().into(),
+    }
+}
+
+/// Passes the current `Date` header value to `f`. Each thread formats it
+/// again only when the second changes.
+fn with_date(f: impl FnOnce(&[u8])) {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    DATE.with_borrow_mut(|(cached, text)| {
+        if *cached != second {
+            *cached = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        f(text.as_bytes());
+    });
+}
+
+/// A connection that first yields bytes already read from it.
+pub struct Rewind {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl Rewind {
+    pub fn new(prefix: Bytes, inner: TcpStream) -> Rewind {
+        Rewind { prefix, inner }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query_of(input: &str) -> Option<(&str, usize, bool)> {
+        match parse(input.as_bytes()) {
+            Parsed::Get { query, len, close } => Some((&input[query], len, close)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn parse_plain_get() {
+        let request = "GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(
+            query_of(request),
+            Some(("ip=10.0.0.1", request.len(), false))
+        );
+    }
+
+    #[test]
+    fn parse_first_pipelined_request() {
+        let first = "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\n\r\n";
+        let both = format!("{first}GET /v1/is-internal?ip=5.6.7.8 HTTP/1.1\r\n\r\n");
+        assert_eq!(query_of(&both), Some(("ip=1.2.3.4", first.len(), false)));
+    }
+
+    #[test]
+    fn parse_route_without_query() {
+        assert_eq!(
+            query_of("GET /v1/is-internal HTTP/1.1\r\n\r\n").map(|found| found.0),
+            Some("")
+        );
+        assert_eq!(
+            query_of("GET /v1/is-internal? HTTP/1.1\r\n\r\n").map(|found| found.0),
+            Some("")
+        );
+    }
+
+    #[test]
+    fn parse_connection_close() {
+        let request = "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nConnection: Close\r\n\r\n";
+        assert_eq!(query_of(request).map(|found| found.2), Some(true));
+        let request = "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nconnection: keep-alive\r\n\r\n";
+        assert_eq!(query_of(request).map(|found| found.2), Some(false));
+    }
+
+    #[test]
+    fn parse_incomplete_get() {
+        for input in [
+            "",
+            "G",
+            "GET",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost",
+        ] {
+            assert_eq!(parse(input.as_bytes()), Parsed::Partial, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn parse_other_requests() {
+        for input in [
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "POST /v1/is-internal HTTP/1.1\r\n\r\n",
+            "GEX /v1/is-internal HTTP/1.1\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.0\r\n\r\n",
+            "GET /v1/table HTTP/1.1\r\n\r\n",
+            "GET /v1/is-internal/ HTTP/1.1\r\n\r\n",
+            "GET /v1/is-internals?ip=1.2.3.4 HTTP/1.1\r\n\r\n",
+            "GET http://a/v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nContent-Length: 2\r\n\r\nab",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\ncontent-type: application/grpc\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nbad header\r\n\r\n",
+            "GET  /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(parse(input.as_bytes()), Parsed::Other, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn parse_too_many_headers() {
+        let mut request = String::from("GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\n");
+        for n in 0..=MAX_HEADERS {
+            request.push_str(&format!("x-{n}: y\r\n"));
+        }
+        request.push_str("\r\n");
+        assert_eq!(parse(request.as_bytes()), Parsed::Other);
+    }
+
+    #[test]
+    fn response_headers_match_hyper() {
+        let mut out = Vec::new();
+        write_response(&mut out, StatusCode::BAD_REQUEST, b"{}", true);
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let lines: Vec<&str> = head.split("\r\n").collect();
+        assert_eq!(
+            lines[..4],
+            [
+                "HTTP/1.1 400 Bad Request",
+                "content-type: application/json",
+                "content-length: 2",
+                "connection: close",
+            ]
+        );
+        let date = lines[4].strip_prefix("date: ").unwrap();
+        assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+        assert_eq!(lines.len(), 5);
+        assert_eq!(body, "{}");
+    }
+}

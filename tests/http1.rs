@@ -1,0 +1,348 @@
+//! Single-address GETs on raw HTTP/1.1 connections to the real binary:
+//! pipelined and split requests, closing, and the same connection moving
+//! on to hyper when a request of another kind arrives.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use common::{Server, TempDir};
+use serde_json::{json, Value};
+
+const CONFIG: &str = r#"
+[sets.office]
+internal = true
+networks = ["10.0.0.0/8", "fd00::/8"]
+
+[sets.guests]
+internal = false
+networks = ["10.9.0.0/16"]
+"#;
+
+struct Fixture {
+    // Field order matters: the server stops before its folder is removed.
+    server: Server,
+    _dir: TempDir,
+}
+
+fn start() -> Fixture {
+    let dir = TempDir::new("http1");
+    let path = dir.write("ipclass.toml", CONFIG);
+    let server = Server::start(&path, &[]);
+    Fixture { server, _dir: dir }
+}
+
+fn connect(server: &Server) -> BufReader<TcpStream> {
+    let stream = TcpStream::connect(server.address).expect("connect to the server");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    BufReader::new(stream)
+}
+
+fn send(connection: &mut BufReader<TcpStream>, bytes: &[u8]) {
+    connection.get_mut().write_all(bytes).expect("send request");
+}
+
+/// A response read off the wire.
+#[derive(Debug)]
+struct Response {
+    status_line: String,
+    /// Header lines in order, names lowercase, without `date`.
+    headers: Vec<(String, String)>,
+    date: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("body is JSON")
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+fn read_response(connection: &mut BufReader<TcpStream>) -> Response {
+    let mut status_line = String::new();
+    connection
+        .read_line(&mut status_line)
+        .expect("read status line");
+    assert!(
+        status_line.ends_with("\r\n"),
+        "incomplete status line {status_line:?}"
+    );
+    let mut headers = Vec::new();
+    let mut date = None;
+    loop {
+        let mut line = String::new();
+        connection.read_line(&mut line).expect("read header line");
+        let line = line.strip_suffix("\r\n").expect("header line ends in CRLF");
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(": ").expect("header line has a colon");
+        let name = name.to_ascii_lowercase();
+        if name == "date" {
+            date = Some(value.to_owned());
+        } else {
+            headers.push((name, value.to_owned()));
+        }
+    }
+    let len = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")
+        .map(|(_, value)| value.parse::<usize>().expect("content-length is a number"))
+        .expect("response has content-length");
+    let mut body = vec![0; len];
+    connection.read_exact(&mut body).expect("read body");
+    Response {
+        status_line: status_line.trim_end().to_owned(),
+        headers,
+        date,
+        body,
+    }
+}
+
+fn get(ip: &str) -> String {
+    format!("GET /v1/is-internal?ip={ip} HTTP/1.1\r\nHost: test\r\n\r\n")
+}
+
+fn answer(ip: &str, verdict: &str, set: &str, network: &str) -> Value {
+    json!({
+        "ip": ip,
+        "verdict": verdict,
+        "internal": verdict == "internal",
+        "set": set,
+        "network": network,
+        "generation": 1,
+    })
+}
+
+fn assert_closed(connection: &mut BufReader<TcpStream>) {
+    let mut rest = Vec::new();
+    connection
+        .read_to_end(&mut rest)
+        .expect("server closes the connection");
+    assert!(rest.is_empty(), "bytes after the last response: {rest:?}");
+}
+
+#[test]
+fn pipelined_gets_in_order() {
+    let fixture = start();
+    let mut connection = connect(&fixture.server);
+    let requests = [
+        get("10.1.2.3"),
+        get("10.9.0.1"),
+        get("192.0.2.1"),
+        get("fd00::1"),
+    ]
+    .concat();
+    send(&mut connection, requests.as_bytes());
+    let expected = [
+        answer("10.1.2.3", "internal", "office", "10.0.0.0/8"),
+        answer("10.9.0.1", "external", "guests", "10.9.0.0/16"),
+        answer("192.0.2.1", "external", "", ""),
+        answer("fd00::1", "internal", "office", "fd00::/8"),
+    ];
+    for want in expected {
+        let response = read_response(&mut connection);
+        assert_eq!(response.status_line, "HTTP/1.1 200 OK");
+        assert_eq!(response.json(), want);
+    }
+}
+
+#[test]
+fn get_sent_bytewise() {
+    let fixture = start();
+    let mut connection = connect(&fixture.server);
+    for byte in get("10.0.0.9").bytes() {
+        send(&mut connection, &[byte]);
+    }
+    let response = read_response(&mut connection);
+    assert_eq!(response.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(
+        response.json(),
+        answer("10.0.0.9", "internal", "office", "10.0.0.0/8")
+    );
+}
+
+#[test]
+fn errors_keep_the_connection_open() {
+    let fixture = start();
+    let mut connection = connect(&fixture.server);
+    let requests = [
+        get("not-an-ip"),
+        "GET /v1/is-internal HTTP/1.1\r\n\r\n".to_owned(),
+        get("10.0.0.1&ip=10.0.0.2"),
+        get("10.0.0.1"),
+    ]
+    .concat();
+    send(&mut connection, requests.as_bytes());
+
+    let invalid = read_response(&mut connection);
+    assert_eq!(invalid.status_line, "HTTP/1.1 400 Bad Request");
+    let body = invalid.json();
+    assert_eq!(body["verdict"], "invalid");
+    assert!(
+        body["error"].as_str().unwrap().contains("\"not-an-ip\""),
+        "{body}"
+    );
+    let missing = read_response(&mut connection);
+    assert_eq!(missing.status_line, "HTTP/1.1 400 Bad Request");
+    assert_eq!(
+        missing.json(),
+        json!({"error": "missing query parameter \"ip\"; call /v1/is-internal?ip=ADDRESS"})
+    );
+    let repeated = read_response(&mut connection);
+    assert_eq!(repeated.status_line, "HTTP/1.1 400 Bad Request");
+    assert!(repeated.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("given 2 times"));
+    let fine = read_response(&mut connection);
+    assert_eq!(fine.json()["verdict"], "internal");
+}
+
+#[test]
+fn connection_close_is_honoured() {
+    let fixture = start();
+    let mut connection = connect(&fixture.server);
+    let request = "GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nConnection: close\r\n\r\n";
+    send(&mut connection, request.as_bytes());
+    let response = read_response(&mut connection);
+    assert_eq!(response.header("connection"), Some("close"));
+    assert_eq!(response.json()["verdict"], "internal");
+    assert_closed(&mut connection);
+}
+
+#[test]
+fn get_then_half_close() {
+    let fixture = start();
+    let mut connection = connect(&fixture.server);
+    send(&mut connection, get("10.0.0.1").as_bytes());
+    connection.get_ref().shutdown(Shutdown::Write).unwrap();
+    let response = read_response(&mut connection);
+    assert_eq!(response.json()["verdict"], "internal");
+    assert_closed(&mut connection);
+}
+
+#[test]
+fn other_request_switches_to_router() {
+    let fixture = start();
+    let mut connection = connect(&fixture.server);
+    let body = r#"{"ips":["10.9.1.1"]}"#;
+    let requests = [
+        get("10.0.0.1"),
+        format!(
+            "POST /v1/is-internal HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        "GET /v1/table HTTP/1.1\r\n\r\n".to_owned(),
+        get("10.0.0.2"),
+        "GET /nowhere HTTP/1.1\r\n\r\n".to_owned(),
+    ]
+    .concat();
+    send(&mut connection, requests.as_bytes());
+
+    assert_eq!(
+        read_response(&mut connection).json(),
+        answer("10.0.0.1", "internal", "office", "10.0.0.0/8")
+    );
+    assert_eq!(
+        read_response(&mut connection).json(),
+        json!({"results": [answer("10.9.1.1", "external", "guests", "10.9.0.0/16")], "generation": 1})
+    );
+    let table = read_response(&mut connection).json();
+    assert_eq!(table["generation"], 1, "{table}");
+    assert_eq!(
+        read_response(&mut connection).json(),
+        answer("10.0.0.2", "internal", "office", "10.0.0.0/8")
+    );
+    let missing = read_response(&mut connection);
+    assert_eq!(missing.status_line, "HTTP/1.1 404 Not Found");
+}
+
+#[test]
+fn responses_match_router() {
+    let fixture = start();
+    for ip in [
+        "10.1.2.3",
+        "10.9.9.9",
+        "198.51.100.1",
+        "%3A%3Affff%3A10.0.0.1",
+        "nope",
+        "",
+    ] {
+        let request = get(ip);
+        let mut fast = connect(&fixture.server);
+        send(&mut fast, request.as_bytes());
+        let fast = read_response(&mut fast);
+
+        // After a request of another kind, hyper serves the connection and
+        // the axum route handles the same GET.
+        let mut full = connect(&fixture.server);
+        send(&mut full, b"GET /healthz HTTP/1.1\r\n\r\n");
+        assert_eq!(read_response(&mut full).json(), json!({"status": "ok"}));
+        send(&mut full, request.as_bytes());
+        let full = read_response(&mut full);
+
+        assert_eq!(fast.status_line, full.status_line, "{ip}");
+        assert_eq!(fast.headers, full.headers, "{ip}");
+        assert_eq!(
+            String::from_utf8_lossy(&fast.body),
+            String::from_utf8_lossy(&full.body),
+            "{ip}"
+        );
+        let date = fast.date.expect("date header");
+        assert!(
+            httpdate::parse_http_date(&date).is_ok(),
+            "unparsable date {date:?}"
+        );
+    }
+}
+
+#[test]
+fn http10_and_get_with_body() {
+    let fixture = start();
+    let mut connection = connect(&fixture.server);
+    send(
+        &mut connection,
+        b"GET /v1/is-internal?ip=10.0.0.1 HTTP/1.0\r\n\r\n",
+    );
+    let response = read_response(&mut connection);
+    assert_eq!(response.status_line, "HTTP/1.0 200 OK");
+    assert_eq!(response.json()["verdict"], "internal");
+
+    let mut connection = connect(&fixture.server);
+    send(
+        &mut connection,
+        b"GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+    );
+    let response = read_response(&mut connection);
+    assert_eq!(response.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(response.json()["verdict"], "internal");
+}
+
+#[test]
+fn malformed_request_gets_400_from_hyper() {
+    let fixture = start();
+    let mut connection = connect(&fixture.server);
+    send(
+        &mut connection,
+        b"GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nno colon here\r\n\r\n",
+    );
+    let mut reply = String::new();
+    connection.read_to_string(&mut reply).expect("read reply");
+    assert!(
+        reply.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{reply:?}"
+    );
+}
