@@ -129,6 +129,10 @@ fn handles(api: Api) -> &'static ApiHandles {
 
 /// Calls `apply` with the handle in `cell`, resolving it with `resolve` on
 /// first use once the recorder is installed.
+///
+/// NOTE: once [`install`] has run, kept handles write to the global recorder
+/// even inside `metrics::with_local_recorder`, so a test that needs request
+/// metrics in a local recorder must run in a process without [`install`].
 fn with_handle<T>(cell: &OnceLock<T>, resolve: impl FnOnce() -> T, apply: impl FnOnce(&T)) {
     if INSTALLED.load(Ordering::Acquire) {
         apply(cell.get_or_init(resolve));
