@@ -50,13 +50,11 @@ fn bench_batch(c: &mut Criterion) {
 
         group.bench_function("text-1024", |b| {
             let mut out = Vec::new();
-            let mut scratch = Vec::new();
             b.iter(|| {
                 let decoded = TextBatch::decode(request.clone()).unwrap();
-                let ips = decoded.ips();
-                let results = batch::classify_texts(&table, &ips);
+                let mut tally = BatchTally::new(&table);
                 out.clear();
-                batch::encode_text_response(&ips, &results, 1, &mut scratch, &mut out);
+                batch::write_text_response(&table, decoded.addresses(), &mut tally, &mut out);
                 black_box(out.len())
             })
         });

@@ -67,6 +67,9 @@ pub fn parse(text: &str) -> Result<Normalized, AddressError> {
         return Err(AddressError::TooLong { len: trimmed.len() });
     }
 
+    if let Some(v4) = parse_dotted_quad(trimmed.as_bytes()) {
+        return Ok(normalize(IpAddr::V4(v4)));
+    }
     let (address, zone) = match trimmed.split_once('%') {
         Some((address, zone)) => (address, Some(zone)),
         None => (trimmed, None),
@@ -83,6 +86,45 @@ pub fn parse(text: &str) -> Result<Normalized, AddressError> {
         }
         _ => Ok(normalize(parsed)),
     }
+}
+
+/// Parses the dotted-quad form that std's `Ipv4Addr` parser accepts: four
+/// decimal octets of one to three digits, at most 255, without leading
+/// zeros. Returns `None` for anything else, so callers fall back to std's
+/// parser, which then also rejects it as IPv4.
+pub fn parse_dotted_quad(text: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut filled = 0;
+    let mut value: u16 = 0;
+    let mut digits = 0;
+    for &byte in text {
+        match byte {
+            b'0'..=b'9' => {
+                // A zero followed by another digit is a leading zero. With
+                // it ruled out, a value of at most 255 has at most 3 digits.
+                if digits > 0 && value == 0 {
+                    return None;
+                }
+                value = value * 10 + u16::from(byte - b'0');
+                if value > 255 {
+                    return None;
+                }
+                digits += 1;
+            }
+            b'.' if digits > 0 && filled < 3 => {
+                octets[filled] = value as u8;
+                filled += 1;
+                value = 0;
+                digits = 0;
+            }
+            _ => return None,
+        }
+    }
+    if digits == 0 || filled != 3 {
+        return None;
+    }
+    octets[3] = value as u8;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// Returns whether `zone` uses only the unreserved characters that RFC 6874
@@ -320,6 +362,59 @@ mod tests {
             assert!(message.contains("shorthand IPv4"), "{message}");
             assert!(message.contains("inet_aton"), "{message}");
             assert!(message.contains("all four decimal octets"), "{message}");
+        }
+    }
+
+    #[test]
+    fn dotted_quad_matches_std_parser() {
+        let cases = [
+            "0.0.0.0",
+            "1.2.3.4",
+            "255.255.255.255",
+            "10.0.0.1",
+            "192.168.100.200",
+            "256.1.1.1",
+            "1.2.3.256",
+            "01.2.3.4",
+            "1.2.3.00",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            ".1.2.3.4",
+            "1.2.3.4.",
+            "1234.1.1.1",
+            "1.2.3.4 ",
+            "+1.2.3.4",
+            "1.2.3.-4",
+            "",
+            "::1",
+            "1.2.3.4%eth0",
+        ];
+        for text in cases {
+            assert_eq!(
+                parse_dotted_quad(text.as_bytes()),
+                text.parse::<Ipv4Addr>().ok(),
+                "{text:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn dotted_quad_agrees_with_std(text in "[0-9.]{0,17}") {
+            proptest::prop_assert_eq!(
+                parse_dotted_quad(text.as_bytes()),
+                text.parse::<Ipv4Addr>().ok()
+            );
+        }
+
+        #[test]
+        fn dotted_quad_reads_every_address(bits: u32) {
+            let address = Ipv4Addr::from(bits);
+            proptest::prop_assert_eq!(
+                parse_dotted_quad(address.to_string().as_bytes()),
+                Some(address)
+            );
         }
     }
 

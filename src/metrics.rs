@@ -6,17 +6,18 @@
 //! Labels take values only from fixed sets (API names, verdicts, status
 //! codes, set names from the config), never an address.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, Method};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use metrics::{Counter, Unit};
+use metrics::{Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::classify::Classification;
@@ -49,6 +50,7 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The APIs that requests are counted under; the value of the `api` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Api {
     GrpcIsInternal,
     GrpcIsInternalPacked,
@@ -72,6 +74,71 @@ impl Api {
             Api::HttpOther => "http_other",
         }
     }
+
+    /// Position of the API's handles in [`HANDLES`].
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Number of [`Api`] variants.
+const API_COUNT: usize = 7;
+
+/// Number of gRPC status codes, `OK` (0) to `UNAUTHENTICATED` (16).
+const GRPC_CODES: usize = 17;
+
+/// HTTP statuses that the server sends, whose request counters are resolved
+/// once. Any other status is looked up in the registry on each request.
+const HTTP_STATUSES: [u16; 11] = [200, 400, 404, 405, 408, 413, 415, 422, 429, 500, 503];
+
+/// Set by [`install`]. Before it, a handle would belong to no recorder and
+/// count nothing forever, so handles are resolved per use and not kept.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// The labelled handles of one API, each resolved in the registry on its
+/// first use and reused afterwards, so a request hashes no metric key.
+///
+/// Handles are resolved on first use, not at start-up, because resolving a
+/// handle creates its series, and a series appears only once counted.
+struct ApiHandles {
+    grpc_requests: [OnceLock<Counter>; GRPC_CODES],
+    http_requests: [OnceLock<Counter>; HTTP_STATUSES.len()],
+    duration: OnceLock<Histogram>,
+    batch_size: OnceLock<Histogram>,
+    lookups: [OnceLock<Counter>; VERDICTS.len()],
+}
+
+impl ApiHandles {
+    const fn new() -> ApiHandles {
+        ApiHandles {
+            grpc_requests: [const { OnceLock::new() }; GRPC_CODES],
+            http_requests: [const { OnceLock::new() }; HTTP_STATUSES.len()],
+            duration: OnceLock::new(),
+            batch_size: OnceLock::new(),
+            lookups: [const { OnceLock::new() }; VERDICTS.len()],
+        }
+    }
+}
+
+/// Handles of every API, indexed by [`Api::index`].
+static HANDLES: [ApiHandles; API_COUNT] = [const { ApiHandles::new() }; API_COUNT];
+
+fn handles(api: Api) -> &'static ApiHandles {
+    &HANDLES[api.index()]
+}
+
+/// Calls `apply` with the handle in `cell`, resolving it with `resolve` on
+/// first use once the recorder is installed.
+///
+/// NOTE: once [`install`] has run, kept handles write to the global recorder
+/// even inside `metrics::with_local_recorder`, so a test that needs request
+/// metrics in a local recorder must run in a process without [`install`].
+fn with_handle<T>(cell: &OnceLock<T>, resolve: impl FnOnce() -> T, apply: impl FnOnce(&T)) {
+    if INSTALLED.load(Ordering::Acquire) {
+        apply(cell.get_or_init(resolve));
+    } else {
+        apply(&resolve());
+    }
 }
 
 /// Installs the global recorder, describes every metric, and sets
@@ -82,6 +149,7 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &DURATION_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &BATCH_BUCKETS)?
         .install_recorder()?;
+    INSTALLED.store(true, Ordering::Release);
     describe();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 
@@ -148,8 +216,7 @@ pub async fn count_http(request: Request, next: Next) -> Response {
     let api = http_api(&request);
     let started = Instant::now();
     let response = next.run(request).await;
-    let elapsed = started.elapsed();
-    record_request(api, response.status().as_str().to_owned(), elapsed);
+    record_http_status(api, response.status(), started.elapsed());
     response
 }
 
@@ -177,8 +244,22 @@ fn http_api(request: &Request) -> Api {
 /// Adds one request to `ipclass_requests_total` and its duration to the
 /// histogram. `code` is a gRPC code name or an HTTP status.
 pub fn record_request(api: Api, code: impl Into<metrics::SharedString>, elapsed: Duration) {
-    counter!(REQUESTS, "api" => api.as_str(), "code" => code.into()).increment(1);
-    histogram!(REQUEST_DURATION, "api" => api.as_str()).record(elapsed.as_secs_f64());
+    let code = code.into();
+    if let Some(grpc) = GRPC_CODE_NAMES.iter().position(|name| *name == &*code) {
+        count_grpc_request(api, grpc);
+    } else if let Some(status) = http_status(&code) {
+        count_http_request(api, status);
+    } else {
+        counter!(REQUESTS, "api" => api.as_str(), "code" => code).increment(1);
+    }
+    record_duration(api, elapsed);
+}
+
+/// Returns the status that `code` is the number of, written as a status
+/// line writes it.
+fn http_status(code: &str) -> Option<StatusCode> {
+    let status = StatusCode::from_bytes(code.as_bytes()).ok()?;
+    (status.as_str() == code).then_some(status)
 }
 
 /// Counts `result` of a gRPC call under `api` with its status code name.
@@ -190,33 +271,81 @@ pub fn record_grpc<T>(api: Api, result: &Result<T, tonic::Status>, started: Inst
         Ok(_) => tonic::Code::Ok,
         Err(status) => status.code(),
     };
-    record_request(api, grpc_code_name(code), started.elapsed());
+    record_grpc_code(api, code, started.elapsed());
+}
+
+/// Adds one gRPC request that ended with `code` and its duration, as
+/// [`record_request`] with the code's name does.
+pub fn record_grpc_code(api: Api, code: tonic::Code, elapsed: Duration) {
+    count_grpc_request(api, code as usize);
+    record_duration(api, elapsed);
+}
+
+/// Adds one HTTP request that ended with `status` and its duration, as
+/// [`record_request`] with the status number does.
+pub fn record_http_status(api: Api, status: StatusCode, elapsed: Duration) {
+    count_http_request(api, status);
+    record_duration(api, elapsed);
+}
+
+/// `code` is the number of a gRPC status code, below [`GRPC_CODES`].
+fn count_grpc_request(api: Api, code: usize) {
+    with_handle(
+        &handles(api).grpc_requests[code],
+        || counter!(REQUESTS, "api" => api.as_str(), "code" => GRPC_CODE_NAMES[code]),
+        |counter| counter.increment(1),
+    );
+}
+
+fn count_http_request(api: Api, status: StatusCode) {
+    let resolve =
+        || counter!(REQUESTS, "api" => api.as_str(), "code" => status.as_str().to_owned());
+    match HTTP_STATUSES
+        .iter()
+        .position(|&known| known == status.as_u16())
+    {
+        Some(slot) => with_handle(&handles(api).http_requests[slot], resolve, |counter| {
+            counter.increment(1)
+        }),
+        None => resolve().increment(1),
+    }
+}
+
+fn record_duration(api: Api, elapsed: Duration) {
+    with_handle(
+        &handles(api).duration,
+        || histogram!(REQUEST_DURATION, "api" => api.as_str()),
+        |histogram| histogram.record(elapsed.as_secs_f64()),
+    );
 }
 
 /// Returns the canonical name of a gRPC status code, as the gRPC
 /// specification spells it.
 pub fn grpc_code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
+    GRPC_CODE_NAMES[code as usize]
 }
+
+/// Canonical names of the gRPC status codes, indexed by code number, as the
+/// gRPC specification spells them.
+const GRPC_CODE_NAMES: [&str; GRPC_CODES] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
 
 /// `ipclass_set_hits_total` counters of one table, one per set in
 /// [`Table::sets`] order. Resolved once when the table is built so that a
@@ -267,6 +396,18 @@ impl BatchTally {
         }
     }
 
+    /// Counts `count` addresses with `verdict`, without any set hits, which
+    /// the caller adds with [`BatchTally::add_set_hits`].
+    pub fn add_verdicts(&mut self, verdict: Verdict, count: u64) {
+        self.verdicts[verdict_index(verdict)] += count;
+    }
+
+    /// Counts `count` hits of `set`, without their verdict, which the caller
+    /// adds with [`BatchTally::add_verdicts`].
+    pub fn add_set_hits(&mut self, set: SetId, count: u64) {
+        self.set_hits[usize::from(set)] += count;
+    }
+
     /// Adds the batch to `ipclass_lookups_total`, `ipclass_batch_size` and
     /// the set counters, which must belong to the table the batch used, and
     /// logs the verdict counts at debug level in the current request span.
@@ -274,11 +415,19 @@ impl BatchTally {
         let [internal, external, unknown, invalid] = self.verdicts;
         tracing::debug!(internal, external, unknown, invalid, "batch classified");
         let size: u64 = self.verdicts.iter().sum();
-        histogram!(BATCH_SIZE, "api" => api.as_str()).record(size as f64);
-        for (verdict, &count) in VERDICTS.iter().zip(&self.verdicts) {
+        let handles = handles(api);
+        with_handle(
+            &handles.batch_size,
+            || histogram!(BATCH_SIZE, "api" => api.as_str()),
+            |histogram| histogram.record(size as f64),
+        );
+        for ((verdict, &count), cell) in VERDICTS.iter().zip(&self.verdicts).zip(&handles.lookups) {
             if count > 0 {
-                counter!(LOOKUPS, "api" => api.as_str(), "verdict" => verdict.as_str())
-                    .increment(count);
+                with_handle(
+                    cell,
+                    || counter!(LOOKUPS, "api" => api.as_str(), "verdict" => verdict.as_str()),
+                    |counter| counter.increment(count),
+                );
             }
         }
         for (counter, &count) in sets.counters.iter().zip(&self.set_hits) {
@@ -302,5 +451,53 @@ fn verdict_index(verdict: Verdict) -> usize {
         Verdict::External => 1,
         Verdict::Unknown => 2,
         Verdict::Invalid => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_code_names_follow_code_numbers() {
+        assert_eq!(grpc_code_name(tonic::Code::Ok), "OK");
+        assert_eq!(
+            grpc_code_name(tonic::Code::InvalidArgument),
+            "INVALID_ARGUMENT"
+        );
+        assert_eq!(
+            grpc_code_name(tonic::Code::Unauthenticated),
+            "UNAUTHENTICATED"
+        );
+        for number in 0..GRPC_CODES as i32 {
+            let code = tonic::Code::from_i32(number);
+            assert_eq!(code as i32, number, "code {number}");
+        }
+    }
+
+    #[test]
+    fn http_status_reads_only_status_numbers() {
+        assert_eq!(http_status("200"), Some(StatusCode::OK));
+        assert_eq!(http_status("404"), Some(StatusCode::NOT_FOUND));
+        assert_eq!(http_status("0200"), None);
+        assert_eq!(http_status("OK"), None);
+        assert_eq!(http_status(""), None);
+    }
+
+    #[test]
+    fn api_index_covers_handles() {
+        let apis = [
+            Api::GrpcIsInternal,
+            Api::GrpcIsInternalPacked,
+            Api::GrpcGetTableInfo,
+            Api::HttpGet,
+            Api::HttpPost,
+            Api::HttpTable,
+            Api::HttpOther,
+        ];
+        assert_eq!(apis.len(), API_COUNT);
+        for (position, api) in apis.iter().enumerate() {
+            assert_eq!(api.index(), position, "{}", api.as_str());
+        }
     }
 }

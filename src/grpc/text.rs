@@ -8,7 +8,6 @@
 
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
-use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,23 +18,24 @@ use prost::encoding::decode_varint;
 use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{Grpc, UnaryService};
-use tonic::Status;
+use tonic::{Code, Status};
 
-use crate::grpc::batch::{classify_texts, encode_text_response, text_response_capacity};
+use crate::grpc::batch::{text_response_capacity, write_text_response};
 use crate::grpc::{log_rejected, request_span};
-use crate::metrics::{record_grpc, Api, BatchTally};
+use crate::metrics::{record_grpc, record_grpc_code, Api, BatchTally};
 use crate::proto::IsInternalRequest;
 use crate::state::{AppState, Snapshot};
+use crate::table::Table;
 
 /// Path of the method this module serves.
 pub const PATH: &str = "/ipclass.v1.IpClassifier/IsInternal";
 
-/// A decoded `IsInternalRequest`: the message bytes and where each address
-/// lies in them. Every span is valid UTF-8.
+/// A decoded `IsInternalRequest`: the message bytes, in which every
+/// address is a field 1 string of valid UTF-8, and nothing else.
 #[derive(Debug)]
 pub struct TextBatch {
     message: Bytes,
-    spans: Vec<Range<usize>>,
+    len: usize,
 }
 
 impl TextBatch {
@@ -43,55 +43,88 @@ impl TextBatch {
     /// not expect, such as unknown fields, goes through prost, so the result
     /// and every error are the same as the generated decoder's.
     pub fn decode(message: Bytes) -> Result<TextBatch, prost::DecodeError> {
-        if let Some(spans) = scan_ips(&message) {
-            return Ok(TextBatch { message, spans });
+        if let Some(len) = count_ips(&message) {
+            return Ok(TextBatch { message, len });
         }
         let request = IsInternalRequest::decode(message)?;
         let message = Bytes::from(request.encode_to_vec());
-        let spans = scan_ips(&message).expect("prost writes only field 1 with valid UTF-8");
-        Ok(TextBatch { message, spans })
+        let len = count_ips(&message).expect("prost writes only field 1 with valid UTF-8");
+        Ok(TextBatch { message, len })
     }
 
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.len == 0
     }
 
-    /// Returns the addresses in request order.
-    pub fn ips(&self) -> Vec<&str> {
-        self.spans
-            .iter()
-            .map(|span| {
-                std::str::from_utf8(&self.message[span.clone()])
-                    .expect("spans were checked for UTF-8 when decoded")
-            })
-            .collect()
+    /// Returns the addresses in request order, as UTF-8 bytes that
+    /// [`TextBatch::decode`] checked.
+    pub fn addresses(&self) -> Addresses<'_> {
+        Addresses {
+            rest: &self.message,
+        }
+    }
+
+    /// Returns an estimate of the response size from `table`, for
+    /// reserving it at once.
+    pub fn response_capacity(&self, table: &Table) -> usize {
+        text_response_capacity(table, self.message.len(), self.len)
     }
 }
 
-/// Finds every `ips` string in `message`, or returns `None` if the message
+/// Iterator over the addresses of a [`TextBatch`].
+#[derive(Debug, Clone)]
+pub struct Addresses<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Addresses<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        // The message was scanned when decoded, so this only stops at its end.
+        read_ip(&mut self.rest)
+    }
+}
+
+/// Counts the `ips` strings in `message`, or returns `None` if the message
 /// contains anything else or a string that is not UTF-8.
-fn scan_ips(message: &[u8]) -> Option<Vec<Range<usize>>> {
-    let mut spans = Vec::new();
+fn count_ips(message: &[u8]) -> Option<usize> {
+    let mut count = 0;
     let mut rest = message;
     while !rest.is_empty() {
-        let key = decode_varint(&mut rest).ok()?;
-        if key != 0x0a {
-            return None;
+        let ip = read_ip(&mut rest)?;
+        if !ip.is_ascii() {
+            std::str::from_utf8(ip).ok()?;
         }
-        let len = usize::try_from(decode_varint(&mut rest).ok()?).ok()?;
-        if len > rest.len() {
-            return None;
-        }
-        std::str::from_utf8(&rest[..len]).ok()?;
-        let start = message.len() - rest.len();
-        spans.push(start..start + len);
-        rest.advance(len);
+        count += 1;
     }
-    Some(spans)
+    Some(count)
+}
+
+/// Reads one field 1 string from the start of `rest` and moves past it, or
+/// returns `None` at the end or at anything else.
+#[inline]
+fn read_ip<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    // The key of field 1 as a string is the one byte 0x0a. Any other key,
+    // even an overlong encoding of the same one, goes to prost.
+    *rest = rest.strip_prefix(&[0x0a])?;
+    let len = match rest.first() {
+        Some(&len) if len < 0x80 => {
+            *rest = &rest[1..];
+            usize::from(len)
+        }
+        _ => usize::try_from(decode_varint(rest).ok()?).ok()?,
+    };
+    if len > rest.len() {
+        return None;
+    }
+    let (ip, tail) = rest.split_at(len);
+    *rest = tail;
+    Some(ip)
 }
 
 /// A batch and the snapshot that classifies it. Classification happens
@@ -128,20 +161,14 @@ impl Encoder for TextCodec {
 
     fn encode(&mut self, answer: TextAnswer, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         let table = &answer.snapshot.table;
-        let ips = answer.batch.ips();
-        let span = request_span(Api::GrpcIsInternal, ips.len(), table.generation());
+        let batch = &answer.batch;
+        let span = request_span(Api::GrpcIsInternal, batch.len(), table.generation());
         let _entered = span.enter();
-        let results = classify_texts(table, &ips);
-        dst.reserve(text_response_capacity(&ips));
-        let mut scratch = Vec::with_capacity(256);
-        encode_text_response(&ips, &results, table.generation(), &mut scratch, dst);
-
+        dst.reserve(batch.response_capacity(table));
         let mut tally = BatchTally::new(table);
-        for found in &results {
-            tally.add(found);
-        }
+        write_text_response(table, batch.addresses(), &mut tally, dst);
         tally.record(Api::GrpcIsInternal, &answer.snapshot.set_counters);
-        record_grpc::<()>(Api::GrpcIsInternal, &Ok(()), answer.started);
+        record_grpc_code(Api::GrpcIsInternal, Code::Ok, answer.started.elapsed());
         Ok(())
     }
 }
@@ -246,7 +273,9 @@ mod tests {
             ips: vec!["10.0.0.1".into(), String::new(), "fe80::1%eth0".into()],
         };
         let batch = TextBatch::decode(request.encode_to_vec().into()).unwrap();
-        assert_eq!(batch.ips(), ["10.0.0.1", "", "fe80::1%eth0"]);
+        assert_eq!(batch.len(), 3);
+        let ips: Vec<&[u8]> = batch.addresses().collect();
+        assert_eq!(ips, [&b"10.0.0.1"[..], b"", b"fe80::1%eth0"]);
     }
 
     #[test]
@@ -259,7 +288,22 @@ mod tests {
         message.extend_from_slice(&[0x48, 0x05]);
         message.extend_from_slice(&[0x0a, 0x01, b'x']);
         let batch = TextBatch::decode(message.into()).unwrap();
-        assert_eq!(batch.ips(), ["10.0.0.1", "x"]);
+        assert_eq!(batch.len(), 2);
+        let ips: Vec<&[u8]> = batch.addresses().collect();
+        assert_eq!(ips, [&b"10.0.0.1"[..], b"x"]);
+    }
+
+    #[test]
+    fn decode_reads_overlong_key_like_prost() {
+        // Field 1 as a string with its key in two bytes, then one address
+        // whose length is also in two bytes.
+        let mut message = vec![0x8a, 0x00, 0x01, b'x', 0x0a, 0x80, 0x01];
+        message.extend_from_slice(&[b'1'; 128]);
+        let reference = IsInternalRequest::decode(message.as_slice()).unwrap();
+        let batch = TextBatch::decode(message.into()).unwrap();
+        let ips: Vec<&[u8]> = batch.addresses().collect();
+        let expected: Vec<&[u8]> = reference.ips.iter().map(|ip| ip.as_bytes()).collect();
+        assert_eq!(ips, expected);
     }
 
     #[test]
@@ -268,6 +312,17 @@ mod tests {
         let ours = TextBatch::decode(Bytes::from_static(message)).unwrap_err();
         let reference = IsInternalRequest::decode(message).unwrap_err();
         assert_eq!(ours.to_string(), reference.to_string());
+    }
+
+    #[test]
+    fn decode_reads_utf8_and_long_addresses() {
+        let long = "1".repeat(300);
+        let request = IsInternalRequest {
+            ips: vec!["é.example".into(), long.clone()],
+        };
+        let batch = TextBatch::decode(request.encode_to_vec().into()).unwrap();
+        let ips: Vec<&[u8]> = batch.addresses().collect();
+        assert_eq!(ips, ["é.example".as_bytes(), long.as_bytes()]);
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub struct Match<'t> {
 pub struct Table {
     spec: TableSpec,
     compiled: CompiledTable,
+    /// Set of each prefix, indexed like [`Table::prefixes`]. Batch lookups
+    /// read these two bytes in place of the whole entry.
+    prefix_sets: Box<[SetId]>,
     generation: u64,
 }
 
@@ -135,6 +138,7 @@ impl Table {
         }
         Table {
             compiled: CompiledTable::build(&v4, &v6),
+            prefix_sets: spec.prefixes.iter().map(|entry| entry.set).collect(),
             spec,
             generation,
         }
@@ -175,6 +179,12 @@ impl Table {
         &self.spec.prefixes[index as usize]
     }
 
+    /// Returns the set of every prefix, indexed by the values that
+    /// [`CompiledTable`] lookups return.
+    pub fn prefix_sets(&self) -> &[SetId] {
+        &self.prefix_sets
+    }
+
     /// Returns the lookup structure, for callers that classify whole batches.
     pub fn compiled(&self) -> &CompiledTable {
         &self.compiled
@@ -184,6 +194,7 @@ impl Table {
     pub fn memory_bytes(&self) -> usize {
         self.compiled.memory_bytes()
             + self.spec.prefixes.capacity() * std::mem::size_of::<PrefixEntry>()
+            + self.prefix_sets.len() * std::mem::size_of::<SetId>()
     }
 
     /// Classifies an address that [`crate::address`] has normalized.

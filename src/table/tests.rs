@@ -187,3 +187,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn prefix_sets_follow_prefixes() {
+    let table = Table::new(
+        spec(&[("10.0.0.0/8", 0), ("10.9.0.0/16", 1), ("fd00::/8", 0)]),
+        1,
+    );
+    let expected: Vec<SetId> = table.prefixes().iter().map(|entry| entry.set).collect();
+    assert_eq!(table.prefix_sets(), expected.as_slice());
+    assert_eq!(table.prefix_sets(), [0, 1, 0]);
+}
