@@ -73,7 +73,7 @@ pub async fn serve(
                     let (status, body) = answer_one(state, query);
                     close = requested || *drain.borrow();
                     write_response(&mut output, status, &body, close);
-                    metrics::record_request(Api::HttpGet, status_label(status), started.elapsed());
+                    metrics::record_http_status(Api::HttpGet, status, started.elapsed());
                     input.advance(len);
                 }
                 Parsed::Partial => break,
@@ -202,15 +202,6 @@ fn write_response(out: &mut Vec<u8>, status: StatusCode, body: &[u8], close: boo
     with_date(|date| out.extend_from_slice(date));
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
-}
-
-/// Returns the `code` label of a status, without allocating for 200 and 400.
-fn status_label(status: StatusCode) -> ::metrics::SharedString {
-    match status {
-        StatusCode::OK => "200".into(),
-        StatusCode::BAD_REQUEST => "400".into(),
-        other => other.as_str().to_owned().into(),
-    }
 }
 
 /// Passes the current `Date` header value to `f`. Each thread formats it

@@ -2,7 +2,6 @@
 //! responses. The output is byte for byte what serde_json writes for the
 //! same fields, which the tests check.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 
 use crate::classify::Classification;
@@ -32,11 +31,7 @@ pub fn write_classification(
     write_string(out, found.set.map(|set| set.name.as_str()).unwrap_or(""));
     out.extend_from_slice(b",\"network\":");
     match found.prefix {
-        Some(entry) => {
-            let mut text = StackText::new();
-            write!(text, "{}", entry.network).expect("a prefix fits in StackText");
-            write_string(out, text.as_str());
-        }
+        Some(entry) => write_string(out, StackText::network(&entry.network).as_str()),
         None => out.extend_from_slice(b"\"\""),
     }
     out.extend_from_slice(b",\"generation\":");
