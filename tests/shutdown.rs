@@ -172,6 +172,13 @@ fn idle_connections_do_not_delay_exit() {
     let head = String::from_utf8_lossy(&buffer[..read]).to_string();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
+    // A GET whose head never completes has not started, so it does not
+    // hold the server either.
+    let mut half_sent = TcpStream::connect(server.address).expect("connect");
+    half_sent
+        .write_all(b"GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: x")
+        .unwrap();
+
     // The gRPC client's connection task must keep running while the test
     // thread waits, so it can acknowledge the server's GOAWAY and PING.
     let rt = tokio::runtime::Runtime::new().expect("build a tokio runtime");
@@ -194,6 +201,11 @@ fn idle_connections_do_not_delay_exit() {
         .unwrap();
     let after = idle_http.read(&mut buffer).unwrap_or(0);
     assert_eq!(after, 0, "the idle connection is closed");
+    half_sent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let after = half_sent.read(&mut buffer).unwrap_or(0);
+    assert_eq!(after, 0, "the half-sent request's connection is closed");
 }
 
 #[test]

@@ -49,7 +49,7 @@ pub enum Outcome {
 }
 
 /// Serves requests on `stream` until one needs hyper, the client closes
-/// the connection, or `drain` turns true while no request is pending.
+/// the connection, or `drain` turns true.
 pub async fn serve(
     mut stream: TcpStream,
     state: &AppState,
@@ -101,7 +101,9 @@ pub async fn serve(
                 Ok(0) | Err(_) => return Outcome::Closed,
                 Ok(_) => {}
             },
-            () = drained(drain), if input.is_empty() => return Outcome::Closed,
+            // A request whose head has not fully arrived has not started,
+            // so draining closes its connection at once, as hyper does.
+            () = drained(drain) => return Outcome::Closed,
         }
     }
 }
@@ -130,6 +132,13 @@ fn parse(input: &[u8]) -> Parsed {
         } else {
             Parsed::Other
         };
+    }
+    // Another target goes to hyper before its head is complete, so a slow
+    // request for another route is served entirely by hyper.
+    let target = &input[GET.len()..];
+    let known = target.len().min(ROUTE.len());
+    if target[..known] != ROUTE.as_bytes()[..known] {
+        return Parsed::Other;
     }
 
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -334,6 +343,7 @@ mod tests {
             "",
             "G",
             "GET",
+            "GET /v1/is",
             "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost",
         ] {
             assert_eq!(parse(input.as_bytes()), Parsed::Partial, "{input:?}");
@@ -348,6 +358,8 @@ mod tests {
             "GEX /v1/is-internal HTTP/1.1\r\n\r\n",
             "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.0\r\n\r\n",
             "GET /v1/table HTTP/1.1\r\n\r\n",
+            "GET /v1/table HTTP/1.1\r\nHost",
+            "GET /v1/x",
             "GET /v1/is-internal/ HTTP/1.1\r\n\r\n",
             "GET /v1/is-internals?ip=1.2.3.4 HTTP/1.1\r\n\r\n",
             "GET http://a/v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\n\r\n",
