@@ -149,18 +149,27 @@ impl Source<'_> {
         let mut parsed = Parsed::with_capacity(chunk.newlines as usize + 1);
         // Byte loops beat `str::lines` and `split_once` here: with a line
         // of about 15 bytes, their searchers cost more to set up than to run.
-        let raw_lines = chunk.text.as_bytes().split(|&b| b == b'\n');
-        for (line, raw_line) in (chunk.first_line..).zip(raw_lines) {
-            let text = match raw_line.iter().position(|&b| b == b'#') {
-                Some(end) => &raw_line[..end],
-                None => raw_line,
-            };
-            let text = text.trim_ascii();
-            if !text.is_empty() {
-                let text = std::str::from_utf8(text)
-                    .expect("splitting UTF-8 text at ASCII bytes leaves UTF-8");
-                self.add(&mut parsed, text, line);
+        // Line ends and `#` are ASCII, so slicing the `str` at them passes
+        // its char-boundary check and no line is validated as UTF-8 again.
+        let text = chunk.text;
+        let bytes = text.as_bytes();
+        let mut start = 0;
+        let mut line = chunk.first_line;
+        while start <= bytes.len() {
+            let rest = &bytes[start..];
+            let end = start + rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+            let raw_line = &bytes[start..end];
+            let content_end = start
+                + raw_line
+                    .iter()
+                    .position(|&b| b == b'#')
+                    .unwrap_or(raw_line.len());
+            let content = text[start..content_end].trim_ascii();
+            if !content.is_empty() {
+                self.add(&mut parsed, content, line);
             }
+            start = end + 1;
+            line = line.saturating_add(1);
         }
         parsed
     }
