@@ -143,10 +143,16 @@ impl CompiledTable {
                 value,
             })
             .collect();
-        CompiledTable {
-            v4: Poptrie::build(v4, v4_bits),
-            v6: Poptrie::build(v6, v6_bits),
-        }
+        // The two tries share nothing, so a second thread builds the IPv6
+        // one while this one builds the IPv4 one.
+        std::thread::scope(|scope| {
+            let v6 = scope.spawn(move || Poptrie::build(v6, v6_bits));
+            let v4 = Poptrie::build(v4, v4_bits);
+            let v6 = v6
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            CompiledTable { v4, v6 }
+        })
     }
 
     /// `build` with explicit direct-pointing widths (1..=32 bits), so tests can cover every level layout.
