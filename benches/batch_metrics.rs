@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ipclass::classify::{classify_address, classify_text};
 use ipclass::metrics::{self, Api, BatchTally, SetCounters};
-use ipclass::table::{PrefixEntry, SetInfo, Table, TableSpec};
+use ipclass::table::{Origin, SetInfo, Table, TableSpec};
 
 const BATCH: usize = 1024;
 const ROUNDS: usize = 15;
@@ -24,7 +24,7 @@ fn table() -> Table {
             internal: index != 1,
         });
     }
-    spec.files.push("bench.toml".into());
+    spec.add_file("bench.toml".into(), 4);
     let networks = [
         ("10.0.0.0/8", 0),
         ("10.9.0.0/16", 1),
@@ -32,14 +32,11 @@ fn table() -> Table {
         ("192.0.2.0/24", 3),
     ];
     for (line, (network, set)) in networks.iter().enumerate() {
-        spec.prefixes.push(PrefixEntry {
-            network: network.parse().unwrap(),
-            set: *set,
-            origin: ipclass::table::Origin {
-                file: 0,
-                line: line as u32 + 1,
-            },
-        });
+        let origin = Origin {
+            file: 0,
+            line: line as u32 + 1,
+        };
+        spec.push(network.parse().unwrap(), *set, origin);
     }
     Table::new(spec, 1)
 }

@@ -47,7 +47,7 @@ fn bench_load(c: &mut Criterion) {
     let started = Instant::now();
     let loaded = config::load(&config_path).expect("the list file is a valid config");
     let load_time = started.elapsed();
-    let prefixes = loaded.spec.prefixes.len();
+    let prefixes = loaded.spec.prefix_count();
     let started = Instant::now();
     let table = Table::new(loaded.spec, 1);
     let build_time = started.elapsed();

@@ -44,7 +44,7 @@ fn spec_of(lists: &[PathBuf]) -> TableSpec {
 fn bench_lookup(c: &mut Criterion) {
     for (name, lists) in tables() {
         let spec = spec_of(&lists);
-        let prefixes = spec.prefixes.len();
+        let prefixes = spec.prefix_count();
         let ipv4 = common::sample_addresses(&spec, false, COUNT);
         let ipv6 = common::sample_addresses(&spec, true, COUNT);
         let table = Table::new(spec, 1);
@@ -99,7 +99,7 @@ fn bench_build(c: &mut Criterion) {
             continue;
         }
         let spec = spec_of(&lists);
-        group.throughput(Throughput::Elements(spec.prefixes.len() as u64));
+        group.throughput(Throughput::Elements(spec.prefix_count() as u64));
         group.bench_function(name, |b| {
             b.iter_batched(
                 || spec.clone(),

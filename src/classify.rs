@@ -13,12 +13,12 @@ use crate::table::{Match, PrefixEntry, SetInfo, Table, Verdict};
 pub struct Classification<'t> {
     pub verdict: Verdict,
     pub set: Option<&'t SetInfo>,
-    pub prefix: Option<&'t PrefixEntry>,
+    pub prefix: Option<PrefixEntry>,
     pub error: Option<AddressError>,
 }
 
 impl<'t> Classification<'t> {
-    fn from_match(table: &'t Table, found: Match<'t>) -> Classification<'t> {
+    fn from_match(table: &'t Table, found: Match) -> Classification<'t> {
         Classification {
             verdict: found.verdict,
             set: found.prefix.map(|entry| table.set(entry.set)),

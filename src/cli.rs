@@ -237,13 +237,16 @@ pub fn explain(table: &Table, text: &str) -> String {
     match (found.verdict, found.prefix, &found.error) {
         (_, Some(entry), _) => {
             let set = table.set(entry.set);
-            let file = table.files()[entry.origin.file as usize].display();
             let kind = if set.internal { "internal" } else { "external" };
             let _ = write!(
                 line,
-                ", set {:?} ({kind}), prefix {} from {file}:{}",
-                set.name, entry.network, entry.origin.line
+                ", set {:?} ({kind}), prefix {}",
+                set.name, entry.network
             );
+            if let Some(origin) = entry.origin {
+                let file = table.files()[origin.file as usize].display();
+                let _ = write!(line, " from {file}:{}", origin.line);
+            }
         }
         (Verdict::Unknown, None, _) => {
             line.push_str(", unspecified or broadcast address, which identifies no client")
@@ -356,7 +359,8 @@ fn log_table(snapshot: &Snapshot, config: &Path) {
     tracing::info!(
         config = %config.display(),
         generation = table.generation(),
-        prefixes = table.prefixes().len(),
+        prefixes = table.prefix_count(),
+        table_bytes = table.memory_bytes(),
         build_ms = snapshot.build_time.as_secs_f64() * 1000.0,
         "table loaded"
     );

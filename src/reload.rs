@@ -465,9 +465,16 @@ impl Reloader {
         let generation = snapshot.table.generation();
         let sets = describe_sets(&snapshot);
         let build_ms = snapshot.build_time.as_secs_f64() * 1000.0;
-        let prefixes = snapshot.table.prefixes().len();
+        let prefixes = snapshot.table.prefix_count();
         let snapshot = Arc::new(snapshot);
-        self.state.install_shared(snapshot.clone());
+        let old = self.state.replace_shared(snapshot.clone());
+        // Freeing a large table takes milliseconds, which would stall the
+        // requests queued on this runtime thread. Requests that still hold
+        // the old table free it as they finish, wherever they run. If no
+        // thread starts, the closure and the table are dropped right here.
+        let _ = std::thread::Builder::new()
+            .name("ipclass-free-table".into())
+            .spawn(move || drop(old));
         counter!(RELOADS, "result" => "success").increment(1);
         self.record_success(&snapshot);
         self.clear_failure();

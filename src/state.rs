@@ -33,7 +33,9 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds a table from a validated config; `started` is when reading began.
     pub fn build(loaded: Loaded, generation: u64, started: Instant) -> Snapshot {
-        let table = Table::new(loaded.spec, generation);
+        // The service reports a matched prefix's set and network, never
+        // its file and line, so it keeps no origins.
+        let table = Table::new(loaded.spec, generation).without_origins();
         release_free_memory();
         Snapshot {
             set_counters: SetCounters::new(&table),
@@ -106,6 +108,12 @@ impl AppState {
     /// Like [`AppState::install`], for a snapshot the caller keeps a handle to.
     pub fn install_shared(&self, snapshot: Arc<Snapshot>) {
         self.current.store(snapshot);
+    }
+
+    /// Like [`AppState::install_shared`], and returns the snapshot it
+    /// replaced, so the caller chooses the thread that frees it.
+    pub fn replace_shared(&self, snapshot: Arc<Snapshot>) -> Arc<Snapshot> {
+        self.current.swap(snapshot)
     }
 
     /// Rejects a batch larger than the configured maximum.

@@ -138,8 +138,7 @@ impl XorShift {
 /// half uniformly random, shuffled together.
 pub fn sample_addresses(spec: &TableSpec, ipv6: bool, count: usize) -> Vec<IpAddr> {
     let networks: Vec<IpNetwork> = spec
-        .prefixes
-        .iter()
+        .prefixes()
         .map(|entry| entry.network)
         .filter(|network| network.is_ipv6() == ipv6)
         .collect();

@@ -6,6 +6,7 @@
 //! depend on the running service.
 
 mod diagnostic;
+mod lines;
 mod prefix;
 
 use std::collections::hash_map::{Entry, HashMap};
@@ -15,22 +16,18 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use ip_network::IpNetwork;
-use rustc_hash::FxBuildHasher;
 use sha2::{Digest, Sha256};
-use toml::de::{DeArray, DeTable, DeValue};
+use toml::de::{DeArray, DeString, DeTable, DeValue};
 use toml::Spanned;
 
 pub use diagnostic::{ConfigErrors, Diagnostic, Location, Problem};
 pub use prefix::{parse_prefix, Adjustment, ParsedPrefix};
 
-use crate::table::{Origin, PrefixEntry, SetId, SetInfo, TableSpec};
+use crate::table::{Origin, PrefixRecord, SetId, SetInfo, TableSpec, MAX_LINES};
+use lines::{count_newlines, split_list, Parsed, Source};
 
 const SET_KEYS: &str = "\"internal\", \"networks\", \"files\" and \"description\"";
 const MAX_SET_NAME_LEN: usize = 64;
-
-/// Characters of an invalid prefix that an error repeats. The longest prefix
-/// text, IPv6 with an embedded IPv4 address and `/128`, has 49 characters.
-const MAX_PREFIX_ECHO: usize = 64;
 
 /// Largest config or list file that is read. A bound keeps a mistaken path
 /// such as `/dev/zero` or a runaway generated file from filling memory.
@@ -66,10 +63,12 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
 /// fails with [`io::ErrorKind::FileTooLarge`], and text that is not UTF-8
 /// with [`io::ErrorKind::InvalidData`] around a [`std::str::Utf8Error`].
 fn read_bounded(path: &Path) -> io::Result<String> {
-    let mut bytes = Vec::new();
-    fs::File::open(path)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
+    let file = fs::File::open(path)?;
+    // Reserving the size up front saves copying a large file while the
+    // buffer doubles. A file that grows meanwhile still reads whole.
+    let size = file.metadata().map_or(0, |metadata| metadata.len());
+    let mut bytes = Vec::with_capacity(size.min(MAX_FILE_BYTES) as usize + 1);
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(io::Error::new(
             io::ErrorKind::FileTooLarge,
@@ -140,8 +139,6 @@ struct Reader<'a> {
     line_starts: Vec<usize>,
     read_list: &'a mut dyn FnMut(&Path) -> io::Result<String>,
     spec: TableSpec,
-    /// Every accepted prefix, with its index in `spec.prefixes`.
-    seen: SeenPrefixes,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     hasher: Sha256,
@@ -158,16 +155,20 @@ impl<'a> Reader<'a> {
             .collect();
         let mut hasher = Sha256::new();
         hash_source(&mut hasher, path, text);
+        let mut spec = TableSpec::default();
+        let lines = count_newlines(text).saturating_add(1);
+        let config_file = spec.add_file(path.to_owned(), lines);
+        assert_eq!(
+            config_file,
+            Some(0),
+            "a config has fewer than {MAX_LINES} lines"
+        );
         Reader {
             path,
             text,
             line_starts,
             read_list,
-            spec: TableSpec {
-                files: vec![path.to_owned()],
-                ..TableSpec::default()
-            },
-            seen: SeenPrefixes::default(),
+            spec,
             errors: Vec::new(),
             warnings: Vec::new(),
             hasher,
@@ -237,19 +238,27 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Numbers the sets in name order, then reads their prefixes in file
+    /// order, so that the first of two equal prefixes is the one written
+    /// first.
     fn read_sets(&mut self, sets: &DeTable) {
         self.check_set_name_case(sets);
+        let mut declared = Vec::new();
         for (name, value) in sets.iter() {
             let name_text = name.get_ref().as_ref();
             if !is_valid_set_name(name_text) {
                 self.error_at(name.span(), Problem::InvalidSetName(name_text.to_owned()));
             }
             match value.get_ref() {
-                DeValue::Table(body) => self.read_set(name_text, name.span(), body),
+                DeValue::Table(body) => declared.extend(self.declare_set(name, body)),
                 _ => self
                     .wrong_type(format!("set {name_text:?}"), "a table", value)
                     .unwrap_or(()),
             }
+        }
+        declared.sort_by_key(|set| set.name_span.start);
+        for set in declared {
+            self.read_set_prefixes(set);
         }
     }
 
@@ -279,7 +288,14 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn read_set(&mut self, name: &str, name_span: Range<usize>, body: &DeTable) {
+    /// Checks the keys of a set and numbers it.
+    fn declare_set<'d>(
+        &mut self,
+        name: &'d Spanned<DeString<'d>>,
+        body: &'d DeTable<'d>,
+    ) -> Option<DeclaredSet<'d>> {
+        let name_span = name.span();
+        let name: &str = name.get_ref().as_ref();
         let mut internal = None;
         let mut has_internal_key = false;
         let mut networks = None;
@@ -318,40 +334,68 @@ impl<'a> Reader<'a> {
             self.error_at(name_span.clone(), Problem::MissingInternal(name.to_owned()));
         }
 
-        let Ok(set) = SetId::try_from(self.spec.sets.len()) else {
+        let Ok(id) = SetId::try_from(self.spec.sets.len()) else {
             let max = u64::from(SetId::MAX) + 1;
             self.error_at(name_span, Problem::TooMany { what: "sets", max });
-            return;
+            return None;
         };
         self.spec.sets.push(SetInfo {
             name: name.to_owned(),
             internal: internal.unwrap_or(false),
         });
-        let before = self.spec.prefixes.len();
-        if let Some(items) = networks {
-            self.read_networks(set, items);
+        Some(DeclaredSet {
+            id,
+            name_span,
+            networks,
+            files,
+        })
+    }
+
+    fn read_set_prefixes(&mut self, set: DeclaredSet<'_>) {
+        let before = self.spec.prefix_count();
+        if let Some(items) = set.networks {
+            self.read_networks(set.id, items);
         }
-        if let Some(items) = files {
-            self.read_files(set, items);
+        if let Some(items) = set.files {
+            self.read_files(set.id, items);
         }
-        if self.spec.prefixes.len() == before {
-            let location = self.location(name_span);
-            let problem = Problem::EmptySet(name.to_owned());
+        if self.spec.prefix_count() == before {
+            let location = self.location(set.name_span);
+            let problem = Problem::EmptySet(self.set_name(set.id).to_owned());
             self.warnings.push(Diagnostic { location, problem });
         }
     }
 
     fn read_networks(&mut self, set: SetId, items: &DeArray) {
+        let source = Source {
+            path: self.path,
+            set,
+            first_position: 0,
+        };
+        let mut parsed = Parsed::default();
         for item in items.iter() {
             let line = self.line_of(item.span());
             match item.get_ref() {
-                DeValue::String(text) => self.add_prefix(set, text.trim_ascii(), 0, line),
+                DeValue::String(text) => source.add(&mut parsed, text.trim_ascii(), line),
                 _ => {
                     let what = format!("each entry of `networks` in set {:?}", self.set_name(set));
                     self.wrong_type(what, "a string", item).unwrap_or(())
                 }
             }
         }
+        self.absorb(parsed);
+    }
+
+    /// Moves parsed records and diagnostics into the config.
+    fn absorb(&mut self, mut parsed: Parsed) {
+        if self.spec.v4.is_empty() {
+            std::mem::swap(&mut self.spec.v4, &mut parsed.v4);
+        } else {
+            self.spec.v4.append(&mut parsed.v4);
+        }
+        self.spec.v6.append(&mut parsed.v6);
+        self.errors.append(&mut parsed.errors);
+        self.warnings.append(&mut parsed.warnings);
     }
 
     fn read_files(&mut self, set: SetId, items: &DeArray) {
@@ -367,167 +411,95 @@ impl<'a> Reader<'a> {
                 .unwrap_or(Path::new(""))
                 .join(name.as_ref());
             match (self.read_list)(&list_path) {
-                Ok(contents) => self.read_list_file(set, list_path, &contents),
+                Ok(contents) => self.read_list_file(set, list_path, &contents, item.span()),
                 Err(error) => self.error_at(item.span(), read_problem(list_path, &error)),
             }
         }
     }
 
-    /// Reads one prefix a line; `#` starts a comment and blank lines are skipped.
-    fn read_list_file(&mut self, set: SetId, list_path: PathBuf, contents: &str) {
+    /// Reads one prefix a line; `#` starts a comment and blank lines are
+    /// skipped. `span` is where the config names the file.
+    fn read_list_file(
+        &mut self,
+        set: SetId,
+        list_path: PathBuf,
+        contents: &str,
+        span: Range<usize>,
+    ) {
         hash_source(&mut self.hasher, &list_path, contents);
-        let file = u32::try_from(self.spec.files.len()).unwrap_or(u32::MAX);
-        self.spec.files.push(list_path);
         let contents = contents.strip_prefix('\u{feff}').unwrap_or(contents);
-        // A line count bounds the prefixes to come, so neither the prefix
-        // list nor the duplicate index grows by doubling past its need.
-        let lines = contents.bytes().filter(|&b| b == b'\n').count() + 1;
-        self.spec.prefixes.reserve(lines);
-        self.seen.reserve(lines);
-        for (index, raw_line) in contents.lines().enumerate() {
-            let text = match raw_line.split_once('#') {
-                Some((text, _comment)) => text,
-                None => raw_line,
-            };
-            let text = text.trim_ascii();
-            if !text.is_empty() {
-                let line = u32::try_from(index + 1).unwrap_or(u32::MAX);
-                self.add_prefix(set, text, file, line);
-            }
-        }
-    }
-
-    fn add_prefix(&mut self, set: SetId, text: &str, file: u32, line: u32) {
-        // Only text longer than MAX_PREFIX_ECHO bytes can hold more than
-        // MAX_PREFIX_ECHO characters, so short lines skip the scan.
-        let long_text = (text.len() > MAX_PREFIX_ECHO)
-            .then(|| text.char_indices().nth(MAX_PREFIX_ECHO))
-            .flatten();
-        if let Some((end, _)) = long_text {
-            let location = self.file_location(file, line);
-            let problem = Problem::InvalidPrefix {
-                value: format!("{}...", &text[..end]),
-                reason: format!(
-                    "text of {} bytes is too long for a prefix; write one prefix a line",
-                    text.len()
-                ),
-            };
-            self.errors.push(Diagnostic { location, problem });
-            return;
-        }
-        let parsed = match parse_prefix(text) {
-            Ok(parsed) => parsed,
-            Err(reason) => {
-                let location = self.file_location(file, line);
-                let problem = Problem::InvalidPrefix {
-                    value: text.to_owned(),
-                    reason,
-                };
-                self.errors.push(Diagnostic { location, problem });
-                return;
-            }
-        };
-        let network = parsed.network;
-        if parsed.adjustment.is_some() {
-            self.warn_adjusted(text, parsed, file, line);
-        }
-
-        if let Some(index) = self.seen.get(network) {
-            self.report_duplicate(network, set, index, file, line);
-            return;
-        }
-
-        // u32::MAX is reserved: the compiled table uses it for "no match".
-        let Some(index) = u32::try_from(self.spec.prefixes.len())
-            .ok()
-            .filter(|&i| i < u32::MAX)
-        else {
-            let max = u64::from(u32::MAX);
-            self.errors.push(Diagnostic {
-                location: self.file_location(file, line),
-                problem: Problem::TooMany {
-                    what: "prefixes",
-                    max,
-                },
-            });
+        let chunks = split_list(contents);
+        let newlines: u32 = chunks.iter().map(|chunk| chunk.newlines).sum();
+        let lines = newlines.saturating_add(1);
+        let Some(file) = self.spec.add_file(list_path, lines) else {
+            let max = u64::from(MAX_LINES);
+            let what = "lines across the config and its list files";
+            self.error_at(span, Problem::TooMany { what, max });
             return;
         };
-        self.seen.insert(network, index);
-        self.spec.prefixes.push(PrefixEntry {
-            network,
+        let source = Source {
+            path: &self.spec.files()[file as usize],
             set,
-            origin: Origin { file, line },
+            first_position: self.spec.position(Origin { file, line: 1 }),
+        };
+        let parsed = source.parse_list(&chunks);
+        self.absorb(parsed);
+    }
+
+    /// Sorts the prefixes and drops every repeat, keeping the one written
+    /// first. A repeat within one set is a warning, across sets an error.
+    fn remove_duplicates(&mut self) {
+        self.spec.sort();
+        let mut v4 = std::mem::take(&mut self.spec.v4);
+        remove_repeats(&mut v4, |repeat, first| {
+            self.report_duplicate(repeat.network(), repeat, first)
         });
+        self.spec.v4 = v4;
+        let mut v6 = std::mem::take(&mut self.spec.v6);
+        remove_repeats(&mut v6, |repeat, first| {
+            self.report_duplicate(repeat.network(), repeat, first)
+        });
+        self.spec.v6 = v6;
     }
 
-    fn warn_adjusted(&mut self, text: &str, parsed: ParsedPrefix, file: u32, line: u32) {
-        let location = self.file_location(file, line);
-        let network = parsed.network;
-        match parsed.adjustment {
-            Some(Adjustment::HostBitsCleared) => self.warn(
-                &location,
-                Problem::HostBitsSet {
-                    written: text.to_owned(),
-                    network: network.to_string(),
-                },
-            ),
-            Some(Adjustment::MappedToIpv4) => self.warn(
-                &location,
-                Problem::MappedPrefix {
-                    written: text.to_owned(),
-                    network: network.to_string(),
-                },
-            ),
-            None => {}
-        }
-    }
-
-    /// Reports `network` at `file:line` as a repeat of the accepted prefix
-    /// at `index`: a warning within one set, an error across sets.
-    fn report_duplicate(
+    /// Reports `network` at `repeat` as a repeat of the prefix kept at
+    /// `first`.
+    fn report_duplicate<A>(
         &mut self,
         network: IpNetwork,
-        set: SetId,
-        index: u32,
-        file: u32,
-        line: u32,
+        repeat: &PrefixRecord<A>,
+        first: &PrefixRecord<A>,
     ) {
-        let location = self.file_location(file, line);
-        let first = &self.spec.prefixes[index as usize];
-        let first_location = self.file_location(first.origin.file, first.origin.line);
-        let first_set = first.set;
-        let problem = if first_set == set {
-            Problem::RepeatedInSet {
-                network: network.to_string(),
-                set: self.set_name(set).to_owned(),
-                first: first_location,
-            }
-        } else {
-            Problem::DuplicatePrefix {
-                network: network.to_string(),
-                set: self.set_name(set).to_owned(),
-                other_set: self.set_name(first_set).to_owned(),
-                other: first_location,
-            }
-        };
-        if first_set == set {
+        let location = self.position_location(repeat.position);
+        let first_location = self.position_location(first.position);
+        let network = network.to_string();
+        let set = self.set_name(repeat.set).to_owned();
+        if first.set == repeat.set {
+            let first = first_location;
+            let problem = Problem::RepeatedInSet {
+                network,
+                set,
+                first,
+            };
             self.warnings.push(Diagnostic { location, problem });
         } else {
+            let other_set = self.set_name(first.set).to_owned();
+            let other = first_location;
+            let problem = Problem::DuplicatePrefix {
+                network,
+                set,
+                other_set,
+                other,
+            };
             self.errors.push(Diagnostic { location, problem });
         }
     }
 
-    fn warn(&mut self, location: &Location, problem: Problem) {
-        self.warnings.push(Diagnostic {
-            location: location.clone(),
-            problem,
-        });
-    }
-
-    fn file_location(&self, file: u32, line: u32) -> Location {
+    fn position_location(&self, position: u32) -> Location {
+        let origin = self.spec.origin(position);
         Location {
-            path: self.spec.files[file as usize].clone(),
-            line: Some(line),
+            path: self.spec.files()[origin.file as usize].clone(),
+            line: Some(origin.line),
         }
     }
 
@@ -536,21 +508,21 @@ impl<'a> Reader<'a> {
     }
 
     fn finish(mut self) -> Result<Loaded, ConfigErrors> {
-        if self.errors.is_empty() && self.spec.prefixes.is_empty() {
+        self.remove_duplicates();
+        if self.errors.is_empty() && self.spec.prefix_count() == 0 {
             self.error_at_line(None, Problem::NoPrefixes);
         }
         if !self.errors.is_empty() {
-            sort_by_location(&mut self.errors, &self.spec.files);
+            sort_by_location(&mut self.errors, self.spec.files());
             return Err(ConfigErrors {
                 path: self.path.to_owned(),
                 errors: self.errors,
             });
         }
-        sort_by_location(&mut self.warnings, &self.spec.files);
-        self.spec.prefixes.shrink_to_fit();
+        sort_by_location(&mut self.warnings, self.spec.files());
         let content_hash = hex(&self.hasher.finalize());
         Ok(Loaded {
-            sources: self.spec.files.clone(),
+            sources: self.spec.files().to_vec(),
             spec: self.spec,
             warnings: self.warnings,
             content_hash,
@@ -558,47 +530,47 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Index of accepted prefixes for finding duplicates, keyed by address and
-/// length.
-///
-/// A hash map replaces `ip_network_table`, which the config was validated
-/// into before. On a list of 1.1 million prefixes its inserts, lookups and
-/// the drop of its nodes took about 40% of `check`'s run time in a `perf`
-/// profile, yet duplicate detection needs exact matches only. FxHash does not resist chosen collisions, which
-/// is acceptable because the config is the operator's own input.
-#[derive(Default)]
-struct SeenPrefixes {
-    /// Key: the address shifted left by 8 bits, ORed with the length.
-    v4: HashMap<u64, u32, FxBuildHasher>,
-    v6: HashMap<(u128, u8), u32, FxBuildHasher>,
+/// A set whose keys were checked, with the prefixes it names.
+struct DeclaredSet<'d> {
+    id: SetId,
+    name_span: Range<usize>,
+    networks: Option<&'d DeArray<'d>>,
+    files: Option<&'d DeArray<'d>>,
 }
 
-impl SeenPrefixes {
-    fn reserve(&mut self, additional: usize) {
-        self.v4.reserve(additional);
-    }
-
-    fn get(&self, network: IpNetwork) -> Option<u32> {
-        match network {
-            IpNetwork::V4(v4) => self.v4.get(&v4_key(v4)).copied(),
-            IpNetwork::V6(v6) => self.v6.get(&v6_key(v6)).copied(),
+/// Drops repeated prefixes from `records`, which are sorted by key. Of each
+/// group of equal prefixes it keeps the one at the earliest position, and
+/// calls `report(repeat, kept)` for each of the others.
+fn remove_repeats<A: Copy + Ord>(
+    records: &mut Vec<PrefixRecord<A>>,
+    mut report: impl FnMut(&PrefixRecord<A>, &PrefixRecord<A>),
+) {
+    let mut kept = 0;
+    let mut start = 0;
+    while start < records.len() {
+        let key = records[start].key();
+        let end = start
+            + 1
+            + records[start + 1..]
+                .iter()
+                .take_while(|record| record.key() == key)
+                .count();
+        let group = &records[start..end];
+        // Two entries on one config line share a position, so the set
+        // breaks the tie and the choice does not depend on the sort.
+        let first = (0..group.len())
+            .min_by_key(|&i| (group[i].position, group[i].set))
+            .expect("a group has at least one record");
+        for (i, repeat) in group.iter().enumerate() {
+            if i != first {
+                report(repeat, &group[first]);
+            }
         }
+        records[kept] = records[start + first];
+        kept += 1;
+        start = end;
     }
-
-    fn insert(&mut self, network: IpNetwork, index: u32) {
-        match network {
-            IpNetwork::V4(v4) => self.v4.insert(v4_key(v4), index),
-            IpNetwork::V6(v6) => self.v6.insert(v6_key(v6), index),
-        };
-    }
-}
-
-fn v4_key(network: ip_network::Ipv4Network) -> u64 {
-    u64::from(u32::from(network.network_address())) << 8 | u64::from(network.netmask())
-}
-
-fn v6_key(network: ip_network::Ipv6Network) -> (u128, u8) {
-    (u128::from(network.network_address()), network.netmask())
+    records.truncate(kept);
 }
 
 /// Feeds a file's path and contents to the content hash, framed so that no

@@ -64,19 +64,21 @@ fn parse_ipv4_fast(text: &str) -> Option<ParsedPrefix> {
 
 /// Reads one to three decimal digits at `start`, rejecting a leading zero.
 /// Returns the value and the index after the last digit.
+#[inline]
 fn parse_decimal(bytes: &[u8], start: usize) -> Option<(u32, usize)> {
-    let digits = bytes[start.min(bytes.len())..]
-        .iter()
-        .take(3)
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    let end = start + digits;
-    if digits == 0 || (digits > 1 && bytes[start] == b'0') {
+    let mut value = 0;
+    let mut end = start;
+    while end < bytes.len() && end - start < 3 {
+        let digit = bytes[end].wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        value = value * 10 + u32::from(digit);
+        end += 1;
+    }
+    if end == start || (end - start > 1 && bytes[start] == b'0') {
         return None;
     }
-    let value = bytes[start..end]
-        .iter()
-        .fold(0, |value, &b| value * 10 + u32::from(b - b'0'));
     Some((value, end))
 }
 

@@ -35,7 +35,7 @@ fn rejected(text: &str, lists: &[(&str, &str)]) -> Vec<Diagnostic> {
     match parse_with(text, lists) {
         Ok(loaded) => panic!(
             "config accepted with {} prefixes",
-            loaded.spec.prefixes.len()
+            loaded.spec.prefix_count()
         ),
         Err(errors) => {
             assert_eq!(errors.path, Path::new(CONFIG));
@@ -98,10 +98,9 @@ fn valid_config_loads_sets_and_origins() {
     assert_eq!(sets, vec![("guest", false), ("lan", true)]);
     let prefixes: Vec<(String, u16, u32, u32)> = loaded
         .spec
-        .prefixes
-        .iter()
+        .prefixes()
         .map(|entry| {
-            let origin = entry.origin;
+            let origin = entry.origin.unwrap();
             (
                 entry.network.to_string(),
                 entry.set,
@@ -110,11 +109,12 @@ fn valid_config_loads_sets_and_origins() {
             )
         })
         .collect();
+    // Prefixes are sorted by address and length, IPv4 first.
     assert_eq!(
         prefixes,
         vec![
-            ("192.168.1.192/26".to_owned(), 0, 0, 12),
             ("192.168.1.0/24".to_owned(), 1, 0, 5),
+            ("192.168.1.192/26".to_owned(), 0, 0, 12),
             ("fd12::/16".to_owned(), 1, 0, 6),
         ]
     );
@@ -261,11 +261,11 @@ fn prefix_in_two_sets_names_both_locations() {
     let errors = rejected(text, &lists);
     assert_eq!(errors.len(), 1, "{errors:#?}");
     let message = errors[0].to_string();
-    // Sets are read in name order, so "guest" claims the prefix first.
+    // The config line comes before any list file, so "lan" has it first.
     assert_eq!(
         message,
-        "/etc/ipclass/ipclass.toml:3: prefix 10.0.0.0/8 is in set \"lan\" and also in set \"guest\" \
-         at /etc/ipclass/guest.txt:3; a prefix belongs to one set only, so remove one of them"
+        "/etc/ipclass/guest.txt:3: prefix 10.0.0.0/8 is in set \"guest\" and also in set \"lan\" \
+         at /etc/ipclass/ipclass.toml:3; a prefix belongs to one set only, so remove one of them"
     );
 }
 
@@ -274,11 +274,52 @@ fn prefix_in_two_sets_after_normalizing_is_error() {
     let text = "[sets.lan]\ninternal = true\nnetworks = [\"10.0.0.0/8\"]\n[sets.guest]\ninternal = false\nnetworks = [\"10.9.9.9/8\"]\n";
     let errors = rejected(text, &[]);
     assert_eq!(errors.len(), 1, "{errors:#?}");
-    assert_eq!(errors[0].location.line, Some(3));
+    assert_eq!(errors[0].location.line, Some(6));
     let message = errors[0].to_string();
     assert!(
-        message.contains("in set \"lan\" and also in set \"guest\" at /etc/ipclass/ipclass.toml:6"),
+        message.contains("in set \"guest\" and also in set \"lan\" at /etc/ipclass/ipclass.toml:3"),
         "{message}"
+    );
+}
+
+#[test]
+fn duplicate_names_earlier_list_file_first() {
+    // "zeta" sorts after "alpha" but comes first in the config, so its
+    // list file is read first and contains the first of the two prefixes.
+    let text = "[sets.zeta]\ninternal = true\nfiles = [\"zeta.txt\"]\n\n[sets.alpha]\ninternal = false\nfiles = [\"alpha.txt\"]\n";
+    let lists = [
+        ("zeta.txt", "10.0.0.0/8\n192.0.2.0/24\n"),
+        ("alpha.txt", "# first line\n192.0.2.0/24\n"),
+    ];
+    let errors = rejected(text, &lists);
+    assert_eq!(
+        messages(&errors),
+        vec![
+            "/etc/ipclass/alpha.txt:2: prefix 192.0.2.0/24 is in set \"alpha\" and also in set \
+             \"zeta\" at /etc/ipclass/zeta.txt:2; a prefix belongs to one set only, so remove one \
+             of them"
+        ]
+    );
+}
+
+#[test]
+fn repeat_points_at_first_file_in_array() {
+    // b.txt is named first, so its line 1 comes before line 4 of a.txt.
+    let text =
+        "[sets.lan]\ninternal = true\nfiles = [\"b.txt\", \"a.txt\"]\nnetworks = [\"fd00::/8\"]\n";
+    let lists = [
+        ("a.txt", "# a\n\nfd00::/8\n10.0.0.0/8\n"),
+        ("b.txt", "10.0.0.0/8\n"),
+    ];
+    let loaded = accepted(text, &lists);
+    assert_eq!(
+        messages(&loaded.warnings),
+        vec![
+            "/etc/ipclass/a.txt:3: prefix fd00::/8 appears again in set \"lan\" (first at \
+             /etc/ipclass/ipclass.toml:4); the repeat is ignored",
+            "/etc/ipclass/a.txt:4: prefix 10.0.0.0/8 appears again in set \"lan\" (first at \
+             /etc/ipclass/b.txt:1); the repeat is ignored",
+        ]
     );
 }
 
@@ -287,7 +328,7 @@ fn prefix_repeated_in_one_set_warns() {
     let text =
         "[sets.lan]\ninternal = true\nnetworks = [\n  \"10.0.0.0/8\",\n  \"10.0.0.0/8\",\n]\n";
     let loaded = accepted(text, &[]);
-    assert_eq!(loaded.spec.prefixes.len(), 1);
+    assert_eq!(loaded.spec.prefix_count(), 1);
     assert_eq!(
         messages(&loaded.warnings),
         vec![format!(
@@ -303,8 +344,7 @@ fn host_bits_are_cleared_with_warning() {
     let loaded = accepted(text, &[]);
     let networks: Vec<String> = loaded
         .spec
-        .prefixes
-        .iter()
+        .prefixes()
         .map(|entry| entry.network.to_string())
         .collect();
     assert_eq!(networks, vec!["192.168.1.0/24", "fd12::/16"]);
@@ -321,10 +361,7 @@ fn host_bits_are_cleared_with_warning() {
 fn mapped_prefix_is_used_as_ipv4() {
     let text = "[sets.lan]\ninternal = true\nnetworks = [\"::ffff:192.168.0.0/112\"]\n";
     let loaded = accepted(text, &[]);
-    assert_eq!(
-        loaded.spec.prefixes[0].network.to_string(),
-        "192.168.0.0/16"
-    );
+    assert_eq!(loaded.spec.prefix(0).network.to_string(), "192.168.0.0/16");
     assert_eq!(loaded.warnings.len(), 1);
     let warning = loaded.warnings[0].to_string();
     assert!(warning.contains("::ffff:192.168.0.0/112"), "{warning}");
@@ -346,7 +383,7 @@ fn mapped_prefix_colliding_with_ipv4_is_duplicate() {
     assert_eq!(errors.len(), 1, "{errors:#?}");
     let message = errors[0].to_string();
     assert!(
-        message.contains("prefix 192.168.0.0/16 is in set \"lan\" and also in set \"guest\""),
+        message.contains("prefix 192.168.0.0/16 is in set \"guest\" and also in set \"lan\""),
         "{message}"
     );
 }
@@ -423,14 +460,13 @@ fn truncation_never_yields_empty_table() {
     let text = "# sets\n[sets.lan]\ninternal = true\nnetworks = [\"192.168.1.0/24\", \"fd12::/48\"]\n\n[sets.guest]\ninternal = false\nnetworks = [\"192.168.1.192/26\"]\n";
     let full: Vec<String> = accepted(text, &[])
         .spec
-        .prefixes
-        .iter()
+        .prefixes()
         .map(|entry| entry.network.to_string())
         .collect();
     for cut in 0..text.len() {
         if let Ok(loaded) = parse_with(&text[..cut], &[]) {
-            assert!(!loaded.spec.prefixes.is_empty(), "cut at {cut}");
-            for entry in &loaded.spec.prefixes {
+            assert_ne!(loaded.spec.prefix_count(), 0, "cut at {cut}");
+            for entry in loaded.spec.prefixes() {
                 let network = entry.network.to_string();
                 assert!(full.contains(&network), "cut at {cut} made up {network}");
             }
@@ -450,13 +486,12 @@ fn list_file_skips_comments_blank_lines_bom_and_crlf() {
     );
     let prefixes: Vec<(String, u32, u32)> = loaded
         .spec
-        .prefixes
-        .iter()
+        .prefixes()
         .map(|entry| {
             (
                 entry.network.to_string(),
-                entry.origin.file,
-                entry.origin.line,
+                entry.origin.unwrap().file,
+                entry.origin.unwrap().line,
             )
         })
         .collect();
@@ -538,10 +573,10 @@ networks = [\"fd00::/8\"]
         vec![
             config(1),
             config(4),
-            config(4),
             config(5),
             config(6),
             config(9),
+            config(10),
             config(10),
             config(11),
             ("/etc/ipclass/vpn.txt".to_owned(), Some(2)),
@@ -557,7 +592,7 @@ networks = [\"fd00::/8\"]
         "cannot read /etc/ipclass/gone.txt",
         "\"color\"",
         "\"010.1.0.0/16\"",
-        "prefix 10.0.0.0/8 is in set \"lan\" and also in set \"guest\"",
+        "prefix 10.0.0.0/8 is in set \"guest\" and also in set \"lan\" at /etc/ipclass/ipclass.toml:4",
         "invalid set name \"bad name\"",
         "\"not-a-prefix\"",
     ] {
@@ -788,7 +823,7 @@ mod end_to_end {
             let (config, list) = config_text(&prefixes);
             let loaded = parse_with(&config, &[("c.txt", &list)])
                 .map_err(|errors| TestCaseError::fail(errors.to_string()))?;
-            prop_assert_eq!(loaded.spec.prefixes.len(), prefixes.len());
+            prop_assert_eq!(loaded.spec.prefix_count(), prefixes.len());
             let table = Table::new(loaded.spec, 1);
             for (address, text) in addresses {
                 let found = classify_text(&table, &text);

@@ -14,7 +14,7 @@ use prost::encoding::{encode_varint, encoded_len_varint};
 use crate::address;
 use crate::classify::{classify_text, Classification};
 use crate::metrics::BatchTally;
-use crate::table::{SetId, Table, Verdict};
+use crate::table::{PrefixInfo, SetId, Table, Verdict};
 
 /// Wire tag of `IsInternalResponse.results` and `Classification.ip`: field 1,
 /// length-delimited.
@@ -50,7 +50,7 @@ const LOOKUP_BLOCK: usize = 256;
 pub fn classify_packed_ipv4(table: &Table, bytes: &[u8], tally: &mut BatchTally) -> Vec<u8> {
     let mut verdicts = Vec::with_capacity(bytes.len() / 4);
     let mut slots = SlotTally::new(table);
-    let prefix_sets = table.prefix_sets();
+    let prefixes = table.prefixes();
     let mut keys = [0u32; LOOKUP_BLOCK];
     let mut found = [0u32; LOOKUP_BLOCK];
     for block in bytes.chunks(4 * LOOKUP_BLOCK) {
@@ -62,7 +62,7 @@ pub fn classify_packed_ipv4(table: &Table, bytes: &[u8], tally: &mut BatchTally)
             .compiled()
             .lookup_v4_batch(&keys[..count], &mut found[..count]);
         let pairs = keys[..count].iter().zip(&found[..count]);
-        verdicts.extend(pairs.map(|(&key, &index)| slots.add(prefix_sets, key, index)));
+        verdicts.extend(pairs.map(|(&key, &index)| slots.add(prefixes, key, index)));
     }
     slots.finish(table, tally);
     verdicts
@@ -108,14 +108,14 @@ impl SlotTally {
     /// Counts the IPv4 address `key`, whose lookup returned `index`, and
     /// returns its verdict byte.
     #[inline]
-    fn add(&mut self, prefix_sets: &[SetId], key: u32, index: u32) -> u8 {
+    fn add(&mut self, prefixes: &[PrefixInfo], key: u32, index: u32) -> u8 {
         let sentinel = address::is_sentinel(IpAddr::V4(Ipv4Addr::from(key)));
         let slot = if sentinel {
             self.codes.len() - 1
         } else if index == NO_MATCH {
             self.codes.len() - 2
         } else {
-            usize::from(prefix_sets[index as usize])
+            usize::from(prefixes[index as usize].set)
         };
         self.hits[slot] += 1;
         self.codes[slot]
@@ -213,7 +213,7 @@ fn classify_looked_up(table: &Table, key: u32, index: u32) -> Classification<'_>
     } else if index == NO_MATCH {
         (Verdict::External, None, None)
     } else {
-        let entry = table.prefix(index);
+        let entry = table.entry(index, IpAddr::V4(Ipv4Addr::from(key)));
         let set = table.set(entry.set);
         (set_verdict(set.internal), Some(set), Some(entry))
     };

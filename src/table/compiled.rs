@@ -72,7 +72,7 @@ impl Key for u128 {
 }
 
 /// Stable LSD radix sort on the low `bits` bits of `rank`, 10 bits per pass.
-fn radix_sort<T: Copy>(items: &mut Vec<T>, rank: impl Fn(&T) -> u64, bits: u32) {
+pub(super) fn radix_sort<T: Copy>(items: &mut Vec<T>, rank: impl Fn(&T) -> u64, bits: u32) {
     const DIGIT: u32 = 10;
     let mut scratch = items.clone();
     for shift in (0..bits).step_by(DIGIT as usize) {
@@ -115,6 +115,44 @@ impl CompiledTable {
     /// Values are below `u32::MAX`, which the batch lookups use for "no match".
     pub fn build(v4: &[(u32, u8, u32)], v6: &[(u128, u8, u32)]) -> CompiledTable {
         Self::build_with(v4, v6, direct_bits(v4.len(), 18), direct_bits(v6.len(), 16))
+    }
+
+    /// Builds from prefixes as (network address, length) pairs, each family
+    /// sorted by address and then length. The value of a prefix is its place
+    /// in `v4`, or `v6_base` plus its place in `v6`.
+    pub fn build_sorted(
+        v4: impl ExactSizeIterator<Item = (u32, u8)>,
+        v6: impl ExactSizeIterator<Item = (u128, u8)>,
+        v6_base: u32,
+    ) -> CompiledTable {
+        let v4_bits = direct_bits(v4.len(), 18);
+        let v6_bits = direct_bits(v6.len(), 16);
+        let v4: Vec<Prefix<u64>> = v4
+            .zip(0..)
+            .map(|((addr, len), value)| Prefix {
+                key: u64::from(addr) << 32,
+                len: u32::from(len),
+                value,
+            })
+            .collect();
+        let v6: Vec<Prefix<u128>> = v6
+            .zip(v6_base..)
+            .map(|((key, len), value)| Prefix {
+                key,
+                len: u32::from(len),
+                value,
+            })
+            .collect();
+        // The two tries share nothing, so a second thread builds the IPv6
+        // one while this one builds the IPv4 one.
+        std::thread::scope(|scope| {
+            let v6 = scope.spawn(move || Poptrie::build(v6, v6_bits));
+            let v4 = Poptrie::build(v4, v4_bits);
+            let v6 = v6
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            CompiledTable { v4, v6 }
+        })
     }
 
     /// `build` with explicit direct-pointing widths (1..=32 bits), so tests can cover every level layout.
@@ -209,7 +247,9 @@ impl Poptrie {
     fn build<K: Key>(mut prefixes: Vec<Prefix<K>>, direct_bits: u32) -> Poptrie {
         // In (address, length) order a prefix follows every prefix that contains it, so painting
         // slots in this order lets the more specific prefix win, and each child's range is contiguous.
-        K::sort(&mut prefixes);
+        if !prefixes.is_sorted_by_key(|p| (p.key, p.len)) {
+            K::sort(&mut prefixes);
+        }
         let mut builder = Builder {
             prefixes: &prefixes,
             nodes: vec![Node::default()],

@@ -5,13 +5,14 @@
 //! depend on files, async code or APIs.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 mod compiled;
 
-use ip_network::IpNetwork;
+use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
 
+use compiled::radix_sort;
 pub use compiled::CompiledTable;
 
 use crate::address::Normalized;
@@ -34,33 +35,214 @@ pub struct Origin {
     pub line: u32,
 }
 
-/// One prefix of the table, with its set and origin.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One prefix of the table, with its set and origin. The table stores
+/// prefixes in a packed form and returns this view by value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PrefixEntry {
     pub network: IpNetwork,
     pub set: SetId,
-    pub origin: Origin,
+    /// `None` in a table built with [`Table::without_origins`].
+    pub origin: Option<Origin>,
 }
 
+/// A prefix as a [`TableSpec`] stores it while a config loads: 12 bytes for
+/// IPv4 and 24 for IPv6, against 28 for a [`PrefixEntry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixRecord<A> {
+    /// Network address with the host bits cleared: a `u32` for IPv4 or the
+    /// 16 bytes of an IPv6 address, most significant first.
+    pub address: A,
+    /// Line of the prefix in [`TableSpec::position`] numbering.
+    pub position: u32,
+    pub set: SetId,
+    pub length: u8,
+}
+
+pub type V4Record = PrefixRecord<u32>;
+pub type V6Record = PrefixRecord<[u8; 16]>;
+
+impl<A: Copy + Ord> PrefixRecord<A> {
+    /// Sort key: a prefix sorts after every prefix that contains it.
+    pub fn key(&self) -> (A, u8) {
+        (self.address, self.length)
+    }
+}
+
+impl V4Record {
+    pub fn network(&self) -> IpNetwork {
+        let address = Ipv4Addr::from(self.address);
+        let network = Ipv4Network::new_truncate(address, self.length);
+        IpNetwork::V4(network.expect("a stored IPv4 prefix length is at most 32"))
+    }
+}
+
+impl V6Record {
+    pub fn network(&self) -> IpNetwork {
+        let address = Ipv6Addr::from(self.address);
+        let network = Ipv6Network::new_truncate(address, self.length);
+        IpNetwork::V6(network.expect("a stored IPv6 prefix length is at most 128"))
+    }
+}
+
+/// What a built table keeps of each prefix: 4 bytes. A lookup that finds
+/// the prefix has the address, and masking it to `length` gives the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixInfo {
+    pub set: SetId,
+    pub length: u8,
+}
+
+impl<A> From<&PrefixRecord<A>> for PrefixInfo {
+    fn from(record: &PrefixRecord<A>) -> PrefixInfo {
+        PrefixInfo {
+            set: record.set,
+            length: record.length,
+        }
+    }
+}
+
+/// Largest number of lines across the config and its list files, so that a
+/// line position fits in a `u32` and the prefix count stays below
+/// `u32::MAX`, which the compiled table reserves for "no match".
+pub const MAX_LINES: u32 = u32::MAX - 1;
+
 /// Everything a table is built from. The caller guarantees that networks are
-/// unique and that every `set` and `origin.file` index is in range.
+/// unique, that every `set` is in range and that every position lies in a
+/// file added with [`TableSpec::add_file`].
 #[derive(Debug, Clone, Default)]
 pub struct TableSpec {
     pub sets: Vec<SetInfo>,
-    pub prefixes: Vec<PrefixEntry>,
-    pub files: Vec<PathBuf>,
+    pub v4: Vec<V4Record>,
+    pub v6: Vec<V6Record>,
+    files: Files,
+}
+
+/// Files that prefixes were read from, and the numbering of their lines.
+#[derive(Debug, Clone, Default)]
+struct Files {
+    paths: Vec<PathBuf>,
+    /// Position of line 1 of each file. Positions number the lines of all
+    /// files in one sequence, so an origin takes 4 bytes instead of 8.
+    starts: Vec<u32>,
+    /// Lines of all files added so far.
+    lines: u32,
+}
+
+impl Files {
+    fn origin(&self, position: u32) -> Origin {
+        let after = self.starts.partition_point(|&start| start <= position);
+        let file = after
+            .checked_sub(1)
+            .expect("a position lies in an added file");
+        Origin {
+            file: file as u32,
+            line: position - self.starts[file] + 1,
+        }
+    }
 }
 
 impl TableSpec {
+    /// Adds a file of `lines` lines and returns its index in
+    /// [`TableSpec::files`], or `None` when the lines of all files would
+    /// pass [`MAX_LINES`].
+    pub fn add_file(&mut self, path: PathBuf, lines: u32) -> Option<u32> {
+        let files = &mut self.files;
+        let end = files
+            .lines
+            .checked_add(lines)
+            .filter(|&end| end <= MAX_LINES)?;
+        let index = u32::try_from(files.paths.len()).ok()?;
+        files.paths.push(path);
+        files.starts.push(files.lines);
+        files.lines = end;
+        Some(index)
+    }
+
+    /// Files in the order they were added: the config, then list files.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files.paths
+    }
+
+    /// Position of `origin`, which must lie in a file added with
+    /// [`TableSpec::add_file`].
+    pub fn position(&self, origin: Origin) -> u32 {
+        self.files.starts[origin.file as usize] + origin.line - 1
+    }
+
+    /// File and line of a position.
+    pub fn origin(&self, position: u32) -> Origin {
+        self.files.origin(position)
+    }
+
+    /// Appends one prefix, for callers that build a spec by hand.
+    pub fn push(&mut self, network: IpNetwork, set: SetId, origin: Origin) {
+        let position = self.position(origin);
+        match network {
+            IpNetwork::V4(v4) => self.v4.push(PrefixRecord {
+                address: u32::from(v4.network_address()),
+                position,
+                set,
+                length: v4.netmask(),
+            }),
+            IpNetwork::V6(v6) => self.v6.push(PrefixRecord {
+                address: v6.network_address().octets(),
+                position,
+                set,
+                length: v6.netmask(),
+            }),
+        }
+    }
+
+    pub fn prefix_count(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    /// Returns prefix `index`: IPv4 prefixes come first, then IPv6.
+    #[inline]
+    pub fn prefix(&self, index: usize) -> PrefixEntry {
+        let (network, set, position) = match self.v4.get(index) {
+            Some(record) => (record.network(), record.set, record.position),
+            None => {
+                let record = &self.v6[index - self.v4.len()];
+                (record.network(), record.set, record.position)
+            }
+        };
+        PrefixEntry {
+            network,
+            set,
+            origin: Some(self.origin(position)),
+        }
+    }
+
+    /// Every prefix in index order.
+    pub fn prefixes(&self) -> impl ExactSizeIterator<Item = PrefixEntry> + '_ {
+        (0..self.prefix_count()).map(|index| self.prefix(index))
+    }
+
+    /// Sorts each family by address and length, which is the order
+    /// [`Table::new`] needs. A list that is already sorted costs one scan.
+    pub fn sort(&mut self) {
+        if !self.v4.is_sorted_by_key(V4Record::key) {
+            // Address and length fit 38 bits, so a radix sort beats comparisons.
+            radix_sort(
+                &mut self.v4,
+                |r| u64::from(r.address) << 6 | u64::from(r.length),
+                38,
+            );
+        }
+        if !self.v6.is_sorted_by_key(V6Record::key) {
+            self.v6.sort_unstable_by_key(V6Record::key);
+        }
+    }
+
     /// Counts the prefixes of each set as (IPv4, IPv6), indexed by [`SetId`].
     pub fn prefix_counts(&self) -> Vec<(u64, u64)> {
         let mut counts = vec![(0, 0); self.sets.len()];
-        for entry in &self.prefixes {
-            let count = &mut counts[usize::from(entry.set)];
-            match entry.network {
-                IpNetwork::V4(_) => count.0 += 1,
-                IpNetwork::V6(_) => count.1 += 1,
-            }
+        for record in &self.v4 {
+            counts[usize::from(record.set)].0 += 1;
+        }
+        for record in &self.v6 {
+            counts[usize::from(record.set)].1 += 1;
         }
         counts
     }
@@ -94,9 +276,9 @@ impl fmt::Display for Verdict {
 
 /// A verdict and the prefix that decided it, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Match<'t> {
+pub struct Match {
     pub verdict: Verdict,
-    pub prefix: Option<&'t PrefixEntry>,
+    pub prefix: Option<PrefixEntry>,
 }
 
 /// An immutable longest-prefix-match table over named sets.
@@ -105,43 +287,53 @@ pub struct Match<'t> {
 /// `ip_network_table`; the compiled form looks up several times faster and
 /// takes less memory.
 pub struct Table {
-    spec: TableSpec,
+    sets: Vec<SetInfo>,
+    files: Files,
+    /// Set and length of each prefix by index, IPv4 first.
+    prefixes: Vec<PrefixInfo>,
+    v4_count: usize,
+    /// Position of each prefix by index, or empty once
+    /// [`Table::without_origins`] dropped them.
+    positions: Vec<u32>,
     compiled: CompiledTable,
-    /// Set of each prefix, indexed like [`Table::prefixes`]. Batch lookups
-    /// read these two bytes in place of the whole entry.
-    prefix_sets: Box<[SetId]>,
     generation: u64,
 }
 
 impl Table {
     /// Builds the lookup structure from `spec`. `generation` identifies the
-    /// table in every response it serves.
-    pub fn new(spec: TableSpec, generation: u64) -> Table {
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
-        for (index, entry) in spec.prefixes.iter().enumerate() {
-            // The config rejects more than u32::MAX - 1 prefixes, and
-            // u32::MAX is the compiled table's "no match".
-            let index = u32::try_from(index).expect("prefix count is below u32::MAX");
-            match entry.network {
-                IpNetwork::V4(network) => v4.push((
-                    u32::from(network.network_address()),
-                    network.netmask(),
-                    index,
-                )),
-                IpNetwork::V6(network) => v6.push((
-                    u128::from(network.network_address()),
-                    network.netmask(),
-                    index,
-                )),
-            }
-        }
+    /// table in every response it serves. Prefix indexes follow the sorted
+    /// order of [`TableSpec::sort`], IPv4 first.
+    pub fn new(mut spec: TableSpec, generation: u64) -> Table {
+        spec.sort();
+        let v4_count = u32::try_from(spec.v4.len()).expect("prefix count is below u32::MAX");
+        let v4 = spec.v4.iter().map(|record| (record.address, record.length));
+        let v6 = spec
+            .v6
+            .iter()
+            .map(|record| (u128::from_be_bytes(record.address), record.length));
+        let compiled = CompiledTable::build_sorted(v4, v6, v4_count);
+        let positions = (spec.v4.iter().map(|record| record.position))
+            .chain(spec.v6.iter().map(|record| record.position))
+            .collect();
+        let prefixes = (spec.v4.iter().map(PrefixInfo::from))
+            .chain(spec.v6.iter().map(PrefixInfo::from))
+            .collect();
         Table {
-            compiled: CompiledTable::build(&v4, &v6),
-            prefix_sets: spec.prefixes.iter().map(|entry| entry.set).collect(),
-            spec,
+            sets: spec.sets,
+            files: spec.files,
+            prefixes,
+            v4_count: spec.v4.len(),
+            positions,
+            compiled,
             generation,
         }
+    }
+
+    /// Drops the file and line of every prefix, 4 bytes each, for a caller
+    /// that never reports them. [`PrefixEntry::origin`] is `None` afterwards.
+    pub fn without_origins(mut self) -> Table {
+        self.positions = Vec::new();
+        self
     }
 
     pub fn generation(&self) -> u64 {
@@ -149,40 +341,64 @@ impl Table {
     }
 
     pub fn sets(&self) -> &[SetInfo] {
-        &self.spec.sets
+        &self.sets
     }
 
-    pub fn prefixes(&self) -> &[PrefixEntry] {
-        &self.spec.prefixes
+    pub fn prefix_count(&self) -> usize {
+        self.prefixes.len()
     }
 
     pub fn files(&self) -> &[PathBuf] {
-        &self.spec.files
+        &self.files.paths
     }
 
     pub fn set(&self, id: SetId) -> &SetInfo {
-        &self.spec.sets[usize::from(id)]
+        &self.sets[usize::from(id)]
     }
 
     /// Returns the longest prefix that contains `address`.
-    pub fn longest_match(&self, address: IpAddr) -> Option<&PrefixEntry> {
+    pub fn longest_match(&self, address: IpAddr) -> Option<PrefixEntry> {
         let index = match address {
-            IpAddr::V4(v4) => self.compiled.lookup_v4(u32::from(v4)),
-            IpAddr::V6(v6) => self.compiled.lookup_v6(u128::from(v6)),
-        }?;
-        Some(&self.spec.prefixes[index as usize])
+            IpAddr::V4(v4) => self.compiled.lookup_v4(u32::from(v4))?,
+            IpAddr::V6(v6) => self.compiled.lookup_v6(u128::from(v6))?,
+        };
+        Some(self.entry(index, address))
     }
 
-    /// Returns the prefix at `index`, a value that [`CompiledTable`] lookups
-    /// return.
-    pub fn prefix(&self, index: u32) -> &PrefixEntry {
-        &self.spec.prefixes[index as usize]
+    /// Returns the prefix at `index`, which a [`CompiledTable`] lookup of
+    /// `address` returned, with its network rebuilt from `address`.
+    pub fn entry(&self, index: u32, address: IpAddr) -> PrefixEntry {
+        let length = self.prefix(index).length;
+        let network = match address {
+            IpAddr::V4(v4) => IpNetwork::V4(
+                Ipv4Network::new_truncate(v4, length).expect("IPv4 lengths are at most 32"),
+            ),
+            IpAddr::V6(v6) => IpNetwork::V6(
+                Ipv6Network::new_truncate(v6, length).expect("IPv6 lengths are at most 128"),
+            ),
+        };
+        let origin = self
+            .positions
+            .get(index as usize)
+            .map(|&position| self.files.origin(position));
+        PrefixEntry {
+            network,
+            set: self.prefix(index).set,
+            origin,
+        }
     }
 
-    /// Returns the set of every prefix, indexed by the values that
+    /// Returns the set and length of the prefix at `index`, a value that
     /// [`CompiledTable`] lookups return.
-    pub fn prefix_sets(&self) -> &[SetId] {
-        &self.prefix_sets
+    #[inline]
+    pub fn prefix(&self, index: u32) -> PrefixInfo {
+        self.prefixes[index as usize]
+    }
+
+    /// Returns the set and length of every prefix, indexed by the values
+    /// that [`CompiledTable`] lookups return.
+    pub fn prefixes(&self) -> &[PrefixInfo] {
+        &self.prefixes
     }
 
     /// Returns the lookup structure, for callers that classify whole batches.
@@ -193,12 +409,12 @@ impl Table {
     /// Heap bytes of the lookup structure and the prefix list.
     pub fn memory_bytes(&self) -> usize {
         self.compiled.memory_bytes()
-            + self.spec.prefixes.capacity() * std::mem::size_of::<PrefixEntry>()
-            + self.prefix_sets.len() * std::mem::size_of::<SetId>()
+            + self.prefixes.capacity() * size_of::<PrefixInfo>()
+            + self.positions.capacity() * size_of::<u32>()
     }
 
     /// Classifies an address that [`crate::address`] has normalized.
-    pub fn classify(&self, address: Normalized) -> Match<'_> {
+    pub fn classify(&self, address: Normalized) -> Match {
         let address = match address {
             Normalized::Sentinel(_) => {
                 return Match {
@@ -222,7 +438,15 @@ impl Table {
 
     /// Counts the prefixes of each set as (IPv4, IPv6), indexed by [`SetId`].
     pub fn prefix_counts(&self) -> Vec<(u64, u64)> {
-        self.spec.prefix_counts()
+        let mut counts = vec![(0, 0); self.sets.len()];
+        let (v4, v6) = self.prefixes.split_at(self.v4_count);
+        for info in v4 {
+            counts[usize::from(info.set)].0 += 1;
+        }
+        for info in v6 {
+            counts[usize::from(info.set)].1 += 1;
+        }
+        counts
     }
 }
 
@@ -230,8 +454,8 @@ impl fmt::Debug for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Table")
             .field("generation", &self.generation)
-            .field("sets", &self.spec.sets.len())
-            .field("prefixes", &self.spec.prefixes.len())
+            .field("sets", &self.sets.len())
+            .field("prefixes", &self.prefix_count())
             .finish()
     }
 }

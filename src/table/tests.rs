@@ -7,7 +7,7 @@ use super::*;
 use crate::address::normalize;
 
 fn spec(prefixes: &[(&str, SetId)]) -> TableSpec {
-    TableSpec {
+    let mut spec = TableSpec {
         sets: vec![
             SetInfo {
                 name: "lan".into(),
@@ -18,20 +18,17 @@ fn spec(prefixes: &[(&str, SetId)]) -> TableSpec {
                 internal: false,
             },
         ],
-        prefixes: prefixes
-            .iter()
-            .enumerate()
-            .map(|(line, (network, set))| PrefixEntry {
-                network: network.parse().unwrap(),
-                set: *set,
-                origin: Origin {
-                    file: 0,
-                    line: line as u32 + 1,
-                },
-            })
-            .collect(),
-        files: vec!["test.toml".into()],
+        ..TableSpec::default()
+    };
+    spec.add_file("test.toml".into(), 100);
+    for (line, (network, set)) in prefixes.iter().enumerate() {
+        let origin = Origin {
+            file: 0,
+            line: line as u32 + 1,
+        };
+        spec.push(network.parse().unwrap(), *set, origin);
     }
+    spec
 }
 
 fn verdict(table: &Table, address: &str) -> Verdict {
@@ -112,6 +109,48 @@ fn prefix_counts_split_by_family() {
     assert_eq!(table.prefix_counts(), vec![(1, 1), (1, 0)]);
 }
 
+#[test]
+fn matched_prefix_keeps_set_and_origin() {
+    let mut spec = spec(&[]);
+    spec.add_file("list-a.txt".into(), 3);
+    spec.add_file("empty.txt".into(), 0);
+    spec.add_file("list-b.txt".into(), 5);
+    let entries = [
+        ("fd00::/8", 1, Origin { file: 3, line: 5 }),
+        ("10.1.0.0/16", 0, Origin { file: 1, line: 3 }),
+        ("10.0.0.0/8", 1, Origin { file: 0, line: 100 }),
+        ("fd00:1::/32", 0, Origin { file: 3, line: 1 }),
+        ("10.1.2.0/24", 1, Origin { file: 1, line: 1 }),
+    ];
+    for (network, set, origin) in entries {
+        spec.push(network.parse().unwrap(), set, origin);
+    }
+    let table = Table::new(spec, 1);
+    assert_eq!(table.prefix_count(), entries.len());
+    for (network, set, origin) in entries {
+        let network: IpNetwork = network.parse().unwrap();
+        let found = table.longest_match(network.network_address()).unwrap();
+        assert_eq!(found.network, network);
+        assert_eq!(found.set, set, "{network}");
+        assert_eq!(found.origin, Some(origin), "{network}");
+    }
+    let table = table.without_origins();
+    let found = table.longest_match("10.1.2.3".parse().unwrap()).unwrap();
+    assert_eq!(found.network.to_string(), "10.1.2.0/24");
+    assert_eq!(found.set, 1);
+    assert_eq!(found.origin, None);
+}
+
+#[test]
+fn spec_rejects_lines_past_the_limit() {
+    let mut spec = TableSpec::default();
+    assert_eq!(spec.add_file("a.txt".into(), MAX_LINES - 1), Some(0));
+    assert_eq!(spec.add_file("b.txt".into(), 2), None);
+    assert_eq!(spec.add_file("c.txt".into(), 1), Some(1));
+    assert_eq!(spec.files().len(), 2);
+    assert_eq!(spec.origin(MAX_LINES - 1), Origin { file: 1, line: 1 });
+}
+
 /// Brute-force longest-prefix match: the longest prefix that contains the
 /// address, scanning every prefix.
 fn brute_force(prefixes: &[(IpNetwork, SetId)], address: IpAddr) -> Option<usize> {
@@ -164,14 +203,9 @@ proptest! {
         let prefixes: Vec<(IpNetwork, SetId)> =
             raw.into_iter().filter(|(network, _)| seen.insert(*network)).collect();
         let mut table_spec = spec(&[]);
-        table_spec.prefixes = prefixes
-            .iter()
-            .map(|(network, set)| PrefixEntry {
-                network: *network,
-                set: *set,
-                origin: Origin { file: 0, line: 1 },
-            })
-            .collect();
+        for (network, set) in &prefixes {
+            table_spec.push(*network, *set, Origin { file: 0, line: 1 });
+        }
         let table = Table::new(table_spec, 1);
         let mut validated = ip_network_table::IpNetworkTable::new();
         for (network, _) in &prefixes {
@@ -189,12 +223,22 @@ proptest! {
 }
 
 #[test]
-fn prefix_sets_follow_prefixes() {
+fn prefixes_follow_lookup_indexes() {
     let table = Table::new(
         spec(&[("10.0.0.0/8", 0), ("10.9.0.0/16", 1), ("fd00::/8", 0)]),
         1,
     );
-    let expected: Vec<SetId> = table.prefixes().iter().map(|entry| entry.set).collect();
-    assert_eq!(table.prefix_sets(), expected.as_slice());
-    assert_eq!(table.prefix_sets(), [0, 1, 0]);
+    let cases = [("10.9.1.1", 1, 16), ("10.1.1.1", 0, 8), ("fd00::1", 0, 8)];
+    for (address, set, length) in cases {
+        let index = match address.parse::<IpAddr>().unwrap() {
+            IpAddr::V4(v4) => table.compiled().lookup_v4(u32::from(v4)),
+            IpAddr::V6(v6) => table.compiled().lookup_v6(u128::from(v6)),
+        };
+        let index = index.expect("a prefix contains the address");
+        assert_eq!(
+            table.prefixes()[index as usize],
+            PrefixInfo { set, length },
+            "{address}"
+        );
+    }
 }
