@@ -78,6 +78,12 @@ pub struct ServeArgs {
     #[arg(long, env = "IPCLASS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Time an HTTP/1.1 connection gets to send a complete request head,
+    /// counted from its start or its last response, such as 30s; idle
+    /// keep-alive connections are closed after it too.
+    #[arg(long, env = "IPCLASS_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_header_timeout)]
+    pub header_read_timeout: Duration,
+
     /// Quiet period after a config file event before the reload starts, and
     /// between the reads that must agree before a file counts as complete,
     /// such as 250ms or 1s.
@@ -135,6 +141,14 @@ fn parse_poll_interval(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(interval) if !interval.is_zero() => Ok(interval),
         Ok(_) => Err("the poll interval must be above zero, such as 30s".to_owned()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+fn parse_header_timeout(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(timeout) if !timeout.is_zero() => Ok(timeout),
+        Ok(_) => Err("the header read timeout must be above zero, such as 30s".to_owned()),
         Err(error) => Err(error.to_string()),
     }
 }
@@ -330,8 +344,19 @@ pub async fn serve(
         None => None,
     };
 
-    let grace = args.shutdown_grace;
-    let served = server::serve(listener, metrics_listener, state, metrics, shutdown, grace).await;
+    let timeouts = server::Timeouts {
+        grace: args.shutdown_grace,
+        header_read: args.header_read_timeout,
+    };
+    let served = server::serve(
+        listener,
+        metrics_listener,
+        state,
+        metrics,
+        shutdown,
+        timeouts,
+    )
+    .await;
     reloader.abort();
     match served {
         Ok(()) => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use bytes::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -78,13 +78,23 @@ pub async fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> (Router,
     (router, reporter)
 }
 
+/// Time limits of a server.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Time open requests get to finish once shutdown begins.
+    pub grace: Duration,
+    /// Time an HTTP/1.1 connection gets to send a complete request head,
+    /// counted from its start or its last response.
+    pub header_read: Duration,
+}
+
 /// Binds `address`; port 0 picks a free port.
 pub async fn bind(address: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind(address).await
 }
 
 /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops
-/// accepting, and waits at most `grace` for open requests to finish.
+/// accepting, and waits at most `timeouts.grace` for open requests to finish.
 /// `metrics_listener`, if given, serves only `/metrics` and stops with the
 /// main listener.
 pub async fn serve(
@@ -93,7 +103,7 @@ pub async fn serve(
     state: Arc<AppState>,
     metrics: PrometheusHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
+    timeouts: Timeouts,
 ) -> io::Result<()> {
     let (app, mut reporter) = router(state.clone(), metrics.clone()).await;
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -102,11 +112,18 @@ pub async fn serve(
         listener,
         app,
         Some(state.clone()),
+        timeouts.header_read,
         drain_rx.clone(),
     ));
     if let Some(metrics_listener) = metrics_listener {
         let app = metrics::routes(metrics).layer(axum::middleware::from_fn(metrics::count_http));
-        servers.spawn(serve_until_drained(metrics_listener, app, None, drain_rx));
+        servers.spawn(serve_until_drained(
+            metrics_listener,
+            app,
+            None,
+            timeouts.header_read,
+            drain_rx,
+        ));
     }
 
     tokio::select! {
@@ -117,7 +134,10 @@ pub async fn serve(
         () = shutdown => {}
     }
 
-    tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down");
+    tracing::info!(
+        grace_seconds = timeouts.grace.as_secs_f64(),
+        "shutting down"
+    );
     state.begin_shutdown();
     report_not_serving(&mut reporter).await;
     let _ = drain_tx.send(true);
@@ -127,13 +147,13 @@ pub async fn serve(
         }
         Ok(())
     };
-    match tokio::time::timeout(grace, drained).await {
+    match tokio::time::timeout(timeouts.grace, drained).await {
         Ok(result) => result,
         Err(_) => {
             // Connections that are still open when the process exits are
             // closed by the kernel.
             tracing::warn!(
-                grace_seconds = grace.as_secs_f64(),
+                grace_seconds = timeouts.grace.as_secs_f64(),
                 "connections still open after the grace period; closing them"
             );
             servers.abort_all();
@@ -151,6 +171,7 @@ async fn serve_until_drained(
     listener: TcpListener,
     app: Router,
     fast: Option<Arc<AppState>>,
+    header_timeout: Duration,
     drain: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let connections = TaskTracker::new();
@@ -169,7 +190,13 @@ async fn serve_until_drained(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "failed to set TCP_NODELAY");
         }
-        connections.spawn(connection(stream, app.clone(), fast.clone(), drain.clone()));
+        connections.spawn(connection(
+            stream,
+            app.clone(),
+            fast.clone(),
+            header_timeout,
+            drain.clone(),
+        ));
     }
     drop(listener);
     connections.close();
@@ -183,18 +210,25 @@ async fn connection(
     stream: TcpStream,
     app: Router,
     fast: Option<Arc<AppState>>,
+    header_timeout: Duration,
     mut drain: watch::Receiver<bool>,
 ) {
-    let io = match fast {
-        Some(state) => match fast::serve(stream, &state, &mut drain).await {
+    let (io, served) = match fast {
+        Some(state) => match fast::serve(stream, &state, header_timeout, &mut drain).await {
             Outcome::Closed => return,
-            Outcome::Handoff(io) => io,
+            Outcome::Handoff { io, served } => (io, served),
         },
-        None => Rewind::new(Bytes::new(), stream),
+        None => (Rewind::new(Bytes::new(), stream), false),
     };
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let connection =
-        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(app));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if served {
+        builder = builder.http1_only();
+    }
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {

@@ -346,3 +346,81 @@ fn malformed_request_gets_400_from_hyper() {
         "{reply:?}"
     );
 }
+
+#[test]
+fn fragment_is_ignored() {
+    let fixture = start();
+    let mut connection = connect(&fixture.server);
+    send(&mut connection, get("10.0.0.1#&ip=192.0.2.1").as_bytes());
+    let response = read_response(&mut connection);
+    assert_eq!(response.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(
+        response.json(),
+        answer("10.0.0.1", "internal", "office", "10.0.0.0/8")
+    );
+}
+
+#[test]
+fn http2_preface_after_get_is_rejected() {
+    let fixture = start();
+    let mut connection = connect(&fixture.server);
+    let mut bytes = get("10.0.0.1").into_bytes();
+    bytes.extend_from_slice(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    // An empty SETTINGS frame.
+    bytes.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    send(&mut connection, &bytes);
+    assert_eq!(read_response(&mut connection).json()["verdict"], "internal");
+
+    // The connection stays HTTP/1.1: hyper rejects the preface as a
+    // request and closes, and sends no HTTP/2 SETTINGS frame.
+    let mut rest = Vec::new();
+    connection
+        .read_to_end(&mut rest)
+        .expect("server closes the connection");
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.is_empty() || rest.starts_with("HTTP/1.1 "),
+        "bytes after the GET answer: {rest:?}"
+    );
+}
+
+#[test]
+fn slow_heads_closed_at_header_timeout() {
+    let dir = TempDir::new("http1-timeout");
+    let path = dir.write("ipclass.toml", CONFIG);
+    let server = Server::start(&path, &["--header-read-timeout", "1s"]);
+
+    let mut lean = connect(&server);
+    send(
+        &mut lean,
+        b"GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: x",
+    );
+    let mut other = connect(&server);
+    send(&mut other, b"GET /healthz HTTP/1.1\r\nHost: x");
+    let mut idle = connect(&server);
+    let mut after_answer = connect(&server);
+    send(&mut after_answer, get("10.0.0.1").as_bytes());
+    assert_eq!(
+        read_response(&mut after_answer).json()["verdict"],
+        "internal"
+    );
+    let opened = std::time::Instant::now();
+
+    for (name, connection) in [
+        ("lean", &mut lean),
+        ("other route", &mut other),
+        ("idle", &mut idle),
+        ("after an answer", &mut after_answer),
+    ] {
+        let mut rest = Vec::new();
+        connection
+            .read_to_end(&mut rest)
+            .unwrap_or_else(|error| panic!("{name}: not closed within the read timeout: {error}"));
+        assert!(rest.is_empty(), "{name}: {rest:?}");
+    }
+    let elapsed = opened.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "closed after {elapsed:?}"
+    );
+}

@@ -772,7 +772,10 @@ async fn swaps_never_mix_tables() {
         async {
             let _ = stopped.await;
         },
-        Duration::from_secs(5),
+        ipclass::server::Timeouts {
+            grace: Duration::from_secs(5),
+            header_read: Duration::from_secs(30),
+        },
     ));
 
     let done = Arc::new(AtomicBool::new(false));

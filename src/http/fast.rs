@@ -17,7 +17,7 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::uri::PathAndQuery;
 use axum::http::StatusCode;
@@ -25,6 +25,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::http::answer_one;
 use crate::metrics::{self, Api};
@@ -44,19 +45,28 @@ const MAX_BUFFERED: usize = 16 * 1024;
 pub enum Outcome {
     /// The connection is closed, or the client closed it.
     Closed,
-    /// Hyper serves the rest, starting with the unanswered bytes.
-    Handoff(Rewind),
+    /// Hyper serves the rest, starting with the unanswered bytes. `served`
+    /// tells whether requests were served here first, in which case the
+    /// connection is HTTP/1.1 and must stay so.
+    Handoff { io: Rewind, served: bool },
 }
 
 /// Serves requests on `stream` until one needs hyper, the client closes
-/// the connection, or `drain` turns true.
+/// the connection, `drain` turns true, or no complete request head arrives
+/// within `header_timeout`.
 pub async fn serve(
     mut stream: TcpStream,
     state: &AppState,
+    header_timeout: Duration,
     drain: &mut watch::Receiver<bool>,
 ) -> Outcome {
     let mut input = BytesMut::with_capacity(4096);
     let mut output = Vec::with_capacity(1024);
+    // Runs from the connection's start or the last response until the next
+    // request head is complete, like hyper's header read timeout.
+    let mut served = false;
+    let head_timer = tokio::time::sleep(header_timeout);
+    tokio::pin!(head_timer);
     loop {
         let mut close = false;
         let mut handoff = false;
@@ -75,6 +85,7 @@ pub async fn serve(
                     write_response(&mut output, status, &body, close);
                     metrics::record_http_status(Api::HttpGet, status, started.elapsed());
                     input.advance(len);
+                    served = true;
                 }
                 Parsed::Partial => break,
                 Parsed::Other => {
@@ -88,13 +99,15 @@ pub async fn serve(
                 return Outcome::Closed;
             }
             output.clear();
+            head_timer.as_mut().reset(Instant::now() + header_timeout);
         }
         if close {
             let _ = stream.shutdown().await;
             return Outcome::Closed;
         }
         if handoff || input.len() > MAX_BUFFERED {
-            return Outcome::Handoff(Rewind::new(input.freeze(), stream));
+            let io = Rewind::new(input.freeze(), stream);
+            return Outcome::Handoff { io, served };
         }
         tokio::select! {
             read = stream.read_buf(&mut input) => match read {
@@ -104,6 +117,14 @@ pub async fn serve(
             // A request whose head has not fully arrived has not started,
             // so draining closes its connection at once, as hyper does.
             () = drained(drain) => return Outcome::Closed,
+            () = &mut head_timer => {
+                tracing::debug!(
+                    timeout_seconds = header_timeout.as_secs_f64(),
+                    buffered = input.len(),
+                    "no complete request head within the header read timeout; closing the connection"
+                );
+                return Outcome::Closed;
+            }
         }
     }
 }
@@ -151,6 +172,11 @@ fn parse(input: &[u8]) -> Parsed {
     let (Some(1), Some(target)) = (request.version, request.path) else {
         return Parsed::Other;
     };
+    // http::Uri drops a fragment, which a query string here would keep, so
+    // hyper parses such targets.
+    if target.contains('#') {
+        return Parsed::Other;
+    }
     let query = match target.strip_prefix(ROUTE) {
         Some("") => "",
         Some(rest) => match rest.strip_prefix('?') {
@@ -370,6 +396,8 @@ mod tests {
             "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\ncontent-type: application/grpc\r\n\r\n",
             "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nbad header\r\n\r\n",
             "GET  /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4#x HTTP/1.1\r\n\r\n",
+            "GET /v1/is-internal?x=#&ip=1.2.3.4 HTTP/1.1\r\n\r\n",
         ] {
             assert_eq!(parse(input.as_bytes()), Parsed::Other, "{input:?}");
         }
