@@ -62,9 +62,12 @@ pub async fn serve(
 ) -> Outcome {
     let mut input = BytesMut::with_capacity(4096);
     let mut output = Vec::with_capacity(1024);
-    // Runs from the connection's start or the last response until the next
-    // request head is complete, like hyper's header read timeout.
     let mut served = false;
+    // The header read timeout runs from the connection's start or the last
+    // response. Resetting a timer costs a lock in tokio's timer driver, so
+    // each response only records its time, and the timer, when it fires
+    // early, moves on to the deadline that time gives.
+    let mut last_response = Instant::now();
     let head_timer = tokio::time::sleep(header_timeout);
     tokio::pin!(head_timer);
     loop {
@@ -99,7 +102,7 @@ pub async fn serve(
                 return Outcome::Closed;
             }
             output.clear();
-            head_timer.as_mut().reset(Instant::now() + header_timeout);
+            last_response = Instant::now();
         }
         if close {
             let _ = stream.shutdown().await;
@@ -118,6 +121,11 @@ pub async fn serve(
             // so draining closes its connection at once, as hyper does.
             () = drained(drain) => return Outcome::Closed,
             () = &mut head_timer => {
+                let deadline = last_response + header_timeout;
+                if deadline > Instant::now() {
+                    head_timer.as_mut().reset(deadline);
+                    continue;
+                }
                 tracing::debug!(
                     timeout_seconds = header_timeout.as_secs_f64(),
                     buffered = input.len(),
