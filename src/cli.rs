@@ -79,8 +79,8 @@ pub struct ServeArgs {
     pub shutdown_grace: Duration,
 
     /// Time an HTTP/1.1 connection gets to send a complete request head,
-    /// counted from its start or its last response, such as 30s; idle
-    /// keep-alive connections are closed after it too.
+    /// counted from its start or its last response, such as 30s. Idle
+    /// keep-alive connections close after it too.
     #[arg(long, env = "IPCLASS_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_header_timeout)]
     pub header_read_timeout: Duration,
 

@@ -1,7 +1,7 @@
 //! The HTTP/JSON encoding of the API, plus health and readiness endpoints.
 //!
 //! [`json`] writes the classification responses by hand, and the rest uses
-//! serde. [`fast`] answers plain single-address GETs over HTTP/1.1 before
+//! serde. [`fast`] serves plain single-address GETs over HTTP/1.1 before
 //! hyper sees the connection.
 
 pub mod fast;
@@ -57,7 +57,7 @@ pub fn error_response(status: StatusCode, message: String) -> Response {
     json_response(status, error_body(&message))
 }
 
-/// The JSON body of an error: `{"error": message}`.
+/// Encodes the JSON body of an error: `{"error": message}`.
 fn error_body(message: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({ "error": message })).expect("a JSON object always serializes")
 }
@@ -70,8 +70,9 @@ async fn is_internal_one(
     json_response(status, body)
 }
 
-/// Answers `GET /v1/is-internal` for its raw query string with the status
-/// and the JSON body. Both HTTP/1.1 paths, hyper's and [`fast`], call it.
+/// Classifies the address of a `GET /v1/is-internal` raw query string and
+/// returns the status and the JSON body. Both HTTP/1.1 paths, hyper's and
+/// [`fast`], call it.
 pub fn answer_one(state: &AppState, query: &str) -> (StatusCode, Vec<u8>) {
     match classify_query(state, query) {
         Ok(answer) => answer,
