@@ -405,6 +405,8 @@ fn help_lists_every_flag_and_variable() {
         "65536",
         "--shutdown-grace",
         "IPCLASS_SHUTDOWN_GRACE",
+        "--header-read-timeout",
+        "IPCLASS_HEADER_READ_TIMEOUT",
         "--log-format",
         "IPCLASS_LOG_FORMAT",
     ] {
@@ -432,6 +434,8 @@ fn invalid_flag_values_are_usage_errors() {
         ("--max-batch-size", "many"),
         ("--listen", "localhost:80"),
         ("--shutdown-grace", "soon"),
+        ("--header-read-timeout", "0s"),
+        ("--header-read-timeout", "later"),
     ] {
         let output = run(&["serve", "--config", &config, flag, value]);
         assert_eq!(output.status.code(), Some(2), "{flag} {value}");
