@@ -289,23 +289,27 @@ mod tests {
                 _ => text.push_str(&format!("{}.{}.{}.0/24\n", i >> 16, i >> 8 & 255, i & 255)),
             }
         }
+
         let source = Source {
             path: Path::new("list.txt"),
             set: 3,
             first_position: 10,
         };
         let whole = source.parse_list(&split_at_line_ends(&text, 1));
+
         let chunks = split_list(&text);
         assert!(
             chunks.len() > 1 || available_threads() == 1,
             "{}",
             chunks.len()
         );
+
         let split = source.parse_list(&split_at_line_ends(&text, 3));
         assert_eq!(split.v4, whole.v4);
         assert_eq!(split.v6, whole.v6);
         assert_eq!(split.errors, whole.errors);
         assert_eq!(split.warnings, whole.warnings);
+
         assert_eq!(whole.errors.len(), 29);
         assert_eq!(whole.errors[0].location.line, Some(4));
         assert_eq!(whole.v4[0].position, 10 + 5 - 1);

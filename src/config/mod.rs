@@ -540,12 +540,12 @@ struct DeclaredSet<'d> {
 
 /// Drops repeated prefixes from `records`, which are sorted by key. Of each
 /// group of equal prefixes it keeps the one at the earliest position, and
-/// calls `report(repeat, kept)` for each of the others.
+/// calls `report(repeat, first)` for each of the others.
 fn remove_repeats<A: Copy + Ord>(
     records: &mut Vec<PrefixRecord<A>>,
     mut report: impl FnMut(&PrefixRecord<A>, &PrefixRecord<A>),
 ) {
-    let mut kept = 0;
+    let mut unique = 0;
     let mut start = 0;
     while start < records.len() {
         let key = records[start].key();
@@ -566,11 +566,11 @@ fn remove_repeats<A: Copy + Ord>(
                 report(repeat, &group[first]);
             }
         }
-        records[kept] = records[start + first];
-        kept += 1;
+        records[unique] = records[start + first];
+        unique += 1;
         start = end;
     }
-    records.truncate(kept);
+    records.truncate(unique);
 }
 
 /// Feeds a file's path and contents to the content hash, framed so that no

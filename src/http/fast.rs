@@ -6,9 +6,9 @@
 //! `httparse` and served straight from the read buffer, pipelined ones in
 //! one write. At the first request that is anything else (another path or
 //! method, a body, HTTP/1.0, an upgrade, the HTTP/2 preface, bytes that do
-//! not parse) the connection and every byte not yet answered go to hyper,
-//! which serves the rest of the connection. Answers are those of the axum
-//! route, byte for byte apart from the date.
+//! not parse) the connection and every byte not yet handled go to hyper,
+//! which serves the rest of the connection. Responses are those of the
+//! axum route, byte for byte apart from the date.
 
 use std::cell::RefCell;
 use std::io;
@@ -37,17 +37,17 @@ const ROUTE: &str = "/v1/is-internal";
 /// Maximum number of headers in a request that this module serves.
 const MAX_HEADERS: usize = 32;
 
-/// Unanswered bytes after which the connection goes to hyper, which applies
-/// its own limits to a request head this long.
+/// Buffered bytes without a complete request head after which the
+/// connection goes to hyper, which applies its own limits to such a head.
 const MAX_BUFFERED: usize = 16 * 1024;
 
 /// Final state of a connection that [`serve`] returns.
 pub enum Outcome {
     /// The connection is closed, or the client closed it.
     Closed,
-    /// Hyper serves the rest, starting with the unanswered bytes. `served`
-    /// tells whether requests were served here first, in which case the
-    /// connection is HTTP/1.1 and must stay so.
+    /// Hyper serves the rest, starting with the unhandled bytes. `served`
+    /// is true when requests were served here first, so the connection is
+    /// HTTP/1.1 and must stay so.
     Handoff { io: Rewind, served: bool },
 }
 

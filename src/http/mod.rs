@@ -2,7 +2,7 @@
 //!
 //! [`json`] writes the classification responses by hand, and the rest uses
 //! serde. [`fast`] serves plain single-address GETs over HTTP/1.1 before
-//! hyper sees the connection.
+//! hyper reads the connection.
 
 pub mod fast;
 pub mod json;

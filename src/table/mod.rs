@@ -84,8 +84,8 @@ impl V6Record {
     }
 }
 
-/// What a built table keeps of each prefix: 4 bytes. A lookup that finds
-/// the prefix has the address, and masking it to `length` gives the network.
+/// Per-prefix data of a built table: 4 bytes. A lookup that finds the
+/// prefix has the address, and masking it to `length` gives the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PrefixInfo {
     pub set: SetId,
@@ -214,7 +214,7 @@ impl TableSpec {
         }
     }
 
-    /// Every prefix in index order.
+    /// Returns every prefix in index order.
     pub fn prefixes(&self) -> impl ExactSizeIterator<Item = PrefixEntry> + '_ {
         (0..self.prefix_count()).map(|index| self.prefix(index))
     }
