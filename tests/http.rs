@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Server, TempDir};
+use common::{classification, Server, TempDir};
 use serde_json::{json, Value};
 
 const CONFIG: &str = r#"
@@ -81,45 +81,34 @@ fn post(server: &Server, path: &str, body: &str) -> (u16, Value) {
     ])
 }
 
-fn expected(ip: &str, verdict: &str, set: &str, network: &str) -> Value {
-    json!({
-        "ip": ip,
-        "verdict": verdict,
-        "internal": verdict == "internal",
-        "set": set,
-        "network": network,
-        "generation": 1,
-    })
-}
-
 #[test]
 fn get_classifies_by_every_rule() {
     let fixture = start(&[]);
     let cases = [
-        expected("192.168.1.10", "internal", "home-lan", "192.168.1.0/24"),
-        expected(
+        classification("192.168.1.10", "internal", "home-lan", "192.168.1.0/24"),
+        classification(
             "192.168.1.200",
             "external",
             "guest-wifi",
             "192.168.1.192/26",
         ),
-        expected("8.8.8.8", "external", "everything-else", "0.0.0.0/0"),
-        expected("2001:db8::8", "external", "", ""),
-        expected("203.0.113.7", "internal", "hosts", "203.0.113.7/32"),
-        expected("2001:db8::7", "internal", "hosts", "2001:db8::7/128"),
-        expected(
+        classification("8.8.8.8", "external", "everything-else", "0.0.0.0/0"),
+        classification("2001:db8::8", "external", "", ""),
+        classification("203.0.113.7", "internal", "hosts", "203.0.113.7/32"),
+        classification("2001:db8::7", "internal", "hosts", "2001:db8::7/128"),
+        classification(
             "::ffff:192.168.1.10",
             "internal",
             "home-lan",
             "192.168.1.0/24",
         ),
-        expected("::FFFF:c0a8:10a", "internal", "home-lan", "192.168.1.0/24"),
-        expected("::192.168.1.10", "external", "", ""),
-        expected("fe80::1%eth0", "internal", "link-local", "fe80::/10"),
-        expected(" 192.168.1.10\t", "internal", "home-lan", "192.168.1.0/24"),
-        expected("0.0.0.0", "unknown", "", ""),
-        expected("::", "unknown", "", ""),
-        expected("255.255.255.255", "unknown", "", ""),
+        classification("::FFFF:c0a8:10a", "internal", "home-lan", "192.168.1.0/24"),
+        classification("::192.168.1.10", "external", "", ""),
+        classification("fe80::1%eth0", "internal", "link-local", "fe80::/10"),
+        classification(" 192.168.1.10\t", "internal", "home-lan", "192.168.1.0/24"),
+        classification("0.0.0.0", "unknown", "", ""),
+        classification("::", "unknown", "", ""),
+        classification("255.255.255.255", "unknown", "", ""),
     ];
     for case in cases {
         let ip = case["ip"].as_str().unwrap();
@@ -137,7 +126,7 @@ fn percent_encoded_zone_is_decoded_and_dropped() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
-        expected("fe80::1%eth0", "internal", "link-local", "fe80::/10")
+        classification("fe80::1%eth0", "internal", "link-local", "fe80::/10")
     );
 }
 
@@ -215,7 +204,7 @@ fn post_returns_results_in_request_order() {
     assert_eq!(results.len(), 5);
     assert_eq!(
         results[0],
-        expected(
+        classification(
             "192.168.1.200",
             "external",
             "guest-wifi",
@@ -228,17 +217,20 @@ fn post_returns_results_in_request_order() {
     assert!(results[1]["error"].as_str().unwrap().contains("\"bogus\""));
     assert_eq!(
         results[2],
-        expected(
+        classification(
             "::ffff:192.168.1.10",
             "internal",
             "home-lan",
             "192.168.1.0/24"
         )
     );
-    assert_eq!(results[3], expected("255.255.255.255", "unknown", "", ""));
+    assert_eq!(
+        results[3],
+        classification("255.255.255.255", "unknown", "", "")
+    );
     assert_eq!(
         results[4],
-        expected("fe80::1%eth0", "internal", "link-local", "fe80::/10")
+        classification("fe80::1%eth0", "internal", "link-local", "fe80::/10")
     );
 }
 
@@ -403,7 +395,7 @@ fn ipv6_listener_serves_http() {
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        expected(
+        classification(
             "fd12:3456:789a::1",
             "internal",
             "home-lan",

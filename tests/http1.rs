@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use common::{Server, TempDir};
+use common::{classification, Server, TempDir};
 use serde_json::{json, Value};
 
 const CONFIG: &str = r#"
@@ -115,17 +115,6 @@ fn get(ip: &str) -> String {
     format!("GET /v1/is-internal?ip={ip} HTTP/1.1\r\nHost: test\r\n\r\n")
 }
 
-fn answer(ip: &str, verdict: &str, set: &str, network: &str) -> Value {
-    json!({
-        "ip": ip,
-        "verdict": verdict,
-        "internal": verdict == "internal",
-        "set": set,
-        "network": network,
-        "generation": 1,
-    })
-}
-
 fn assert_closed(connection: &mut BufReader<TcpStream>) {
     let mut rest = Vec::new();
     connection
@@ -147,10 +136,10 @@ fn pipelined_gets_in_order() {
     .concat();
     send(&mut connection, requests.as_bytes());
     let expected = [
-        answer("10.1.2.3", "internal", "office", "10.0.0.0/8"),
-        answer("10.9.0.1", "external", "guests", "10.9.0.0/16"),
-        answer("192.0.2.1", "external", "", ""),
-        answer("fd00::1", "internal", "office", "fd00::/8"),
+        classification("10.1.2.3", "internal", "office", "10.0.0.0/8"),
+        classification("10.9.0.1", "external", "guests", "10.9.0.0/16"),
+        classification("192.0.2.1", "external", "", ""),
+        classification("fd00::1", "internal", "office", "fd00::/8"),
     ];
     for want in expected {
         let response = read_response(&mut connection);
@@ -170,7 +159,7 @@ fn get_sent_bytewise() {
     assert_eq!(response.status_line, "HTTP/1.1 200 OK");
     assert_eq!(
         response.json(),
-        answer("10.0.0.9", "internal", "office", "10.0.0.0/8")
+        classification("10.0.0.9", "internal", "office", "10.0.0.0/8")
     );
 }
 
@@ -254,17 +243,17 @@ fn other_request_switches_to_router() {
 
     assert_eq!(
         read_response(&mut connection).json(),
-        answer("10.0.0.1", "internal", "office", "10.0.0.0/8")
+        classification("10.0.0.1", "internal", "office", "10.0.0.0/8")
     );
     assert_eq!(
         read_response(&mut connection).json(),
-        json!({"results": [answer("10.9.1.1", "external", "guests", "10.9.0.0/16")], "generation": 1})
+        json!({"results": [classification("10.9.1.1", "external", "guests", "10.9.0.0/16")], "generation": 1})
     );
     let table = read_response(&mut connection).json();
     assert_eq!(table["generation"], 1, "{table}");
     assert_eq!(
         read_response(&mut connection).json(),
-        answer("10.0.0.2", "internal", "office", "10.0.0.0/8")
+        classification("10.0.0.2", "internal", "office", "10.0.0.0/8")
     );
     let missing = read_response(&mut connection);
     assert_eq!(missing.status_line, "HTTP/1.1 404 Not Found");
@@ -356,7 +345,7 @@ fn fragment_is_ignored() {
     assert_eq!(response.status_line, "HTTP/1.1 200 OK");
     assert_eq!(
         response.json(),
-        answer("10.0.0.1", "internal", "office", "10.0.0.0/8")
+        classification("10.0.0.1", "internal", "office", "10.0.0.0/8")
     );
 }
 

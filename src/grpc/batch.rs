@@ -152,8 +152,8 @@ fn set_verdict(internal: bool) -> Verdict {
 ///
 /// Plain dotted-quad IPv4 addresses are looked up in blocks with the
 /// compiled table's batch lookup. Every other text goes through
-/// [`classify_text`]. The addresses are protobuf strings and so UTF-8, but
-/// bytes that are not get invalid sequences replaced with U+FFFD, in the
+/// [`classify_text`]. Protobuf strings are UTF-8, so should bytes that are
+/// not UTF-8 arrive, each invalid sequence is replaced with U+FFFD in the
 /// verdict and in the echoed address.
 pub fn write_text_response<'a>(
     table: &Table,
@@ -227,9 +227,9 @@ fn classify_looked_up(table: &Table, key: u32, index: u32) -> Classification<'_>
 
 /// Returns an estimate of the bytes [`write_text_response`] writes for
 /// `count` addresses that take `request_len` bytes as a request, so the
-/// caller can reserve once. It covers IPv4 networks, and IPv6 networks and
-/// error texts can exceed it, because reserving for the worst case would
-/// more than double the allocation of a typical batch.
+/// caller can reserve once. The estimate covers IPv4 networks only.
+/// IPv6 networks and error texts can exceed it, because reserving for the
+/// worst case would more than double the allocation of a typical batch.
 pub fn text_response_capacity(table: &Table, request_len: usize, count: usize) -> usize {
     let longest_set = table.sets().iter().map(|set| set.name.len()).max();
     // Message tag and length, then the tags and lengths of its five fields,
@@ -617,31 +617,33 @@ networks = ["1.2.3.4/32", "12.34.56.0/22", "123.45.0.0/16", "200.0.0.0/5", "99.1
             .iter()
             .flat_map(|ip| ip.parse::<Ipv4Addr>().unwrap().octets())
             .collect();
-        let expected: Vec<u8> = ipv4
-            .iter()
-            .map(|ip| verdict_code(classify_text(&table, ip).verdict))
-            .collect();
-        let mut tally = BatchTally::new(&table);
-        assert_eq!(classify_packed_ipv4(&table, &bytes, &mut tally), expected);
-        assert_eq!(
-            format!("{tally:?}"),
-            format!("{:?}", reference_tally(&table, &ipv4))
-        );
+        assert_packed_matches_text(&table, &ipv4, &bytes, classify_packed_ipv4);
 
         let ipv6 = ["fd00::1", "::ffff:10.1.2.3", "2001:db8::1", "::"];
         let bytes: Vec<u8> = ipv6
             .iter()
             .flat_map(|ip| ip.parse::<Ipv6Addr>().unwrap().octets())
             .collect();
-        let expected: Vec<u8> = ipv6
+        assert_packed_matches_text(&table, &ipv6, &bytes, classify_packed_ipv6);
+    }
+
+    /// Checks that `classify` gives `bytes`, the packed form of `ips`, the
+    /// verdicts and tally of the text path.
+    fn assert_packed_matches_text(
+        table: &Table,
+        ips: &[&str],
+        bytes: &[u8],
+        classify: fn(&Table, &[u8], &mut BatchTally) -> Vec<u8>,
+    ) {
+        let expected: Vec<u8> = ips
             .iter()
-            .map(|ip| verdict_code(classify_text(&table, ip).verdict))
+            .map(|ip| verdict_code(classify_text(table, ip).verdict))
             .collect();
-        let mut tally = BatchTally::new(&table);
-        assert_eq!(classify_packed_ipv6(&table, &bytes, &mut tally), expected);
+        let mut tally = BatchTally::new(table);
+        assert_eq!(classify(table, bytes, &mut tally), expected);
         assert_eq!(
             format!("{tally:?}"),
-            format!("{:?}", reference_tally(&table, &ipv6))
+            format!("{:?}", reference_tally(table, ips))
         );
     }
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Maximum time a test waits for a server log line.
 pub const LOG_TIMEOUT: Duration = Duration::from_secs(30);
@@ -201,4 +201,17 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// Returns the JSON result that the HTTP API gives for `ip` in a table of
+/// generation 1.
+pub fn classification(ip: &str, verdict: &str, set: &str, network: &str) -> Value {
+    json!({
+        "ip": ip,
+        "verdict": verdict,
+        "internal": verdict == "internal",
+        "set": set,
+        "network": network,
+        "generation": 1,
+    })
 }
