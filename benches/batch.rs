@@ -44,7 +44,7 @@ fn bench_batch(c: &mut Criterion) {
 
     for (name, lists) in tables {
         let lists: Vec<&std::path::Path> = lists.iter().map(PathBuf::as_path).collect();
-        let table = Table::new(common::spec_from_lists(&lists), 1);
+        let table = Table::new(common::spec_from_lists(&lists), 1).without_origins();
         let mut group = c.benchmark_group(format!("batch/{name}"));
         group.throughput(Throughput::Elements(BATCH as u64));
 

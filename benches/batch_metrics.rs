@@ -38,7 +38,7 @@ fn table() -> Table {
         };
         spec.push(network.parse().unwrap(), *set, origin);
     }
-    Table::new(spec, 1)
+    Table::new(spec, 1).without_origins()
 }
 
 fn addresses() -> Vec<IpAddr> {

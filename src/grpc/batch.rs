@@ -62,7 +62,7 @@ pub fn classify_packed_ipv4(table: &Table, bytes: &[u8], tally: &mut BatchTally)
             .compiled()
             .lookup_v4_batch(&keys[..count], &mut found[..count]);
         let pairs = keys[..count].iter().zip(&found[..count]);
-        verdicts.extend(pairs.map(|(&key, &index)| slots.add(prefixes, key, index)));
+        verdicts.extend(pairs.map(|(&key, &value)| slots.add(prefixes, key, value)));
     }
     slots.finish(table, tally);
     verdicts
@@ -105,17 +105,17 @@ impl SlotTally {
         }
     }
 
-    /// Counts the IPv4 address `key`, whose lookup returned `index`, and
+    /// Counts the IPv4 address `key`, whose lookup returned `value`, and
     /// returns its verdict byte.
     #[inline]
-    fn add(&mut self, prefixes: &[PrefixInfo], key: u32, index: u32) -> u8 {
+    fn add(&mut self, prefixes: &[PrefixInfo], key: u32, value: u32) -> u8 {
         let sentinel = address::is_sentinel(IpAddr::V4(Ipv4Addr::from(key)));
         let slot = if sentinel {
             self.codes.len() - 1
-        } else if index == NO_MATCH {
+        } else if value == NO_MATCH {
             self.codes.len() - 2
         } else {
-            usize::from(prefixes[index as usize].set)
+            usize::from(prefixes[value as usize].set)
         };
         self.hits[slot] += 1;
         self.codes[slot]
@@ -207,13 +207,13 @@ pub fn write_text_response<'a>(
 
 /// Builds the classification of the IPv4 address `key` from the value that
 /// the compiled table's lookup returned for it.
-fn classify_looked_up(table: &Table, key: u32, index: u32) -> Classification<'_> {
+fn classify_looked_up(table: &Table, key: u32, value: u32) -> Classification<'_> {
     let (verdict, set, prefix) = if address::is_sentinel(IpAddr::V4(Ipv4Addr::from(key))) {
         (Verdict::Unknown, None, None)
-    } else if index == NO_MATCH {
+    } else if value == NO_MATCH {
         (Verdict::External, None, None)
     } else {
-        let entry = table.entry(index, IpAddr::V4(Ipv4Addr::from(key)));
+        let entry = table.entry(value, IpAddr::V4(Ipv4Addr::from(key)));
         let set = table.set(entry.set);
         (set_verdict(set.internal), Some(set), Some(entry))
     };

@@ -2,13 +2,18 @@
 //! A direct-pointing top level (up to 18 bits for IPv4, 16 for IPv6) leads to 64-ary nodes whose `vector`
 //! bitmap locates children and whose `leafvec` bitmap, with popcount, compresses runs of equal leaves.
 //! Chosen over DXR (not built here) for one dependent load per 6 bits instead of a binary search.
+//! Nodes and leaves share one array, with the leaves of each top-level node right after it.
 
-/// Tag bit of a node reference meaning "index into the leaf array" rather than "node index".
+use super::huge_pages::into_huge_pages;
+
+/// Tag bit of a reference meaning "word offset of a leaf" rather than "word offset of a node".
 const LEAF: u32 = 1 << 31;
 /// Leaf value for addresses that no prefix covers.
 const NO_MATCH: u32 = u32::MAX;
 /// Bits consumed per trie node: 64 children fit a `u64` bitmap.
 const STRIDE: u32 = 6;
+/// Words of a node: the two bitmaps and the two offsets.
+const NODE_WORDS: usize = 6;
 /// Lookups that the batch forms keep in flight, so their cache misses overlap.
 const LANES: usize = 8;
 /// Size below which a trie stays in L2, so the batch forms loop over single lookups. On the
@@ -27,18 +32,18 @@ struct Lane {
     index: usize,
 }
 
-/// A 64-ary Poptrie node.
+/// A 64-ary Poptrie node, as decoded from `NODE_WORDS` words of the trie.
 /// NOTE: there is no path compression, so a long prefix alone in its range (an IPv6 /128, say)
 /// costs one node per 6 bits in memory and in lookup steps.
-#[derive(Clone, Copy, Default, Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Node {
     /// Bit `s` is set when slot `s` leads to a child node.
     vector: u64,
     /// Bit `s` is set when slot `s` is a leaf that starts a run of equal leaves.
     leafvec: u64,
-    /// Index of this node's first leaf in the leaf array.
+    /// Word offset of this node's first leaf.
     base0: u32,
-    /// Index of this node's first child in the node array.
+    /// Word offset of this node's first child.
     base1: u32,
 }
 
@@ -118,27 +123,24 @@ impl CompiledTable {
         Self::build_with(v4, v6, v4_direct_bits(v4.len()), v6_direct_bits(v6.len()))
     }
 
-    /// Builds from prefixes as (network address, length) pairs, each family
-    /// sorted by address and then length. The value of a prefix is its place
-    /// in `v4`, or `v6_base` plus its place in `v6`.
+    /// Builds from prefixes as (network address, length, value), each family
+    /// sorted by address and then length. Values are below `u32::MAX`, and
+    /// prefixes may share one.
     pub fn build_sorted(
-        v4: impl ExactSizeIterator<Item = (u32, u8)>,
-        v6: impl ExactSizeIterator<Item = (u128, u8)>,
-        v6_base: u32,
+        v4: impl ExactSizeIterator<Item = (u32, u8, u32)>,
+        v6: impl ExactSizeIterator<Item = (u128, u8, u32)>,
     ) -> CompiledTable {
         let v4_bits = v4_direct_bits(v4.len());
         let v6_bits = v6_direct_bits(v6.len());
         let v4: Vec<Prefix<u64>> = v4
-            .zip(0..)
-            .map(|((addr, len), value)| Prefix {
+            .map(|(addr, len, value)| Prefix {
                 key: u64::from(addr) << 32,
                 len: u32::from(len),
                 value,
             })
             .collect();
         let v6: Vec<Prefix<u128>> = v6
-            .zip(v6_base..)
-            .map(|((key, len), value)| Prefix {
+            .map(|(key, len, value)| Prefix {
                 key,
                 len: u32::from(len),
                 value,
@@ -244,15 +246,22 @@ fn direct_bits(prefixes: usize) -> u32 {
 }
 
 /// One address family's trie.
+///
+/// Nodes and leaves share one array of 32-bit words. A node takes
+/// `NODE_WORDS` words and its leaves follow it directly when it is the root
+/// below a direct-pointing slot, the node that most lookups end in, so the
+/// node and the leaf it selects are usually in the same or the next cache
+/// line.
 #[derive(Clone, Debug)]
 struct Poptrie {
     /// Width of the direct-pointing top level in bits.
     direct_bits: u32,
-    /// Node reference per top-level slot: a node index, or `LEAF | leaf index`.
+    /// Reference per top-level slot: a node's word offset, or `LEAF` and a
+    /// leaf's word offset.
     direct: Vec<u32>,
-    /// Node 0 is a sentinel that the batch lookups read for lanes already resolved.
-    nodes: Vec<Node>,
-    leaves: Vec<u32>,
+    /// Nodes and leaves. The first node, at offset 0, is a sentinel that
+    /// nothing refers to.
+    words: Vec<u32>,
 }
 
 impl Poptrie {
@@ -264,25 +273,20 @@ impl Poptrie {
         }
         let mut builder = Builder {
             prefixes: &prefixes,
-            nodes: vec![Node::default()],
-            leaves: Vec::new(),
+            words: vec![0; NODE_WORDS],
         };
         let direct = builder.build_direct(direct_bits);
-        let mut trie = Poptrie {
+        let mut words = into_huge_pages(builder.words);
+        words.shrink_to_fit();
+        Poptrie {
             direct_bits,
-            direct,
-            nodes: builder.nodes,
-            leaves: builder.leaves,
-        };
-        trie.nodes.shrink_to_fit();
-        trie.leaves.shrink_to_fit();
-        trie
+            direct: into_huge_pages(direct),
+            words,
+        }
     }
 
     fn memory_bytes(&self) -> usize {
-        self.direct.capacity() * size_of::<u32>()
-            + self.nodes.capacity() * size_of::<Node>()
-            + self.leaves.capacity() * size_of::<u32>()
+        (self.direct.capacity() + self.words.capacity()) * size_of::<u32>()
     }
 
     #[inline]
@@ -290,24 +294,39 @@ impl Poptrie {
         let mut cur = self.direct[key.slot(0, self.direct_bits)];
         let mut offset = self.direct_bits;
         while cur & LEAF == 0 {
-            cur = self.step(&self.nodes[cur as usize], key.slot(offset, STRIDE));
+            cur = self.step(cur, key.slot(offset, STRIDE));
             offset += STRIDE;
         }
-        self.leaves[(cur & !LEAF) as usize]
+        self.words[(cur & !LEAF) as usize]
     }
 
-    /// Follows slot `s` of `node`: to a child node, or to a leaf tagged with `LEAF`.
+    /// Reads the node at word offset `at`.
     #[inline(always)]
-    fn step(&self, node: &Node, s: usize) -> u32 {
+    fn node(&self, at: u32) -> Node {
+        let at = at as usize;
+        let words = &self.words[at..at + NODE_WORDS];
+        Node {
+            vector: u64::from(words[0]) | u64::from(words[1]) << 32,
+            leafvec: u64::from(words[2]) | u64::from(words[3]) << 32,
+            base0: words[4],
+            base1: words[5],
+        }
+    }
+
+    /// Follows slot `s` of the node at `at`: to a child node, or to a leaf tagged with `LEAF`.
+    #[inline(always)]
+    fn step(&self, at: u32, s: usize) -> u32 {
+        let node = self.node(at);
         // `2 << 63` wraps to 0, so slot 63 gets the all-ones mask it needs.
         let upto = (2u64 << s).wrapping_sub(1);
-        let child = node.base1.wrapping_add((node.vector & upto).count_ones());
-        let leaf = node.base0.wrapping_add((node.leafvec & upto).count_ones());
-        // Popcounts include slot `s` itself, hence the `- 1`. Sentinel lanes wrap harmlessly.
+        // Popcounts include slot `s` itself, hence the `- 1`.
+        let children = (node.vector & upto).count_ones().wrapping_sub(1);
+        let leaves = (node.leafvec & upto).count_ones().wrapping_sub(1);
         if node.vector >> s & 1 != 0 {
-            child.wrapping_sub(1)
+            node.base1
+                .wrapping_add(children.wrapping_mul(NODE_WORDS as u32))
         } else {
-            LEAF | leaf.wrapping_sub(1)
+            LEAF | node.base0.wrapping_add(leaves)
         }
     }
 
@@ -336,12 +355,11 @@ impl Poptrie {
         while busy > 0 {
             for lane in lanes.iter_mut().filter(|l| l.index < n) {
                 if lane.cur & LEAF == 0 {
-                    let node = &self.nodes[lane.cur as usize];
-                    lane.cur = self.step(node, keys[lane.index].slot(lane.offset, STRIDE));
+                    lane.cur = self.step(lane.cur, keys[lane.index].slot(lane.offset, STRIDE));
                     lane.offset += STRIDE;
                     self.prefetch(lane.cur);
                 } else {
-                    out[lane.index] = self.leaves[(lane.cur & !LEAF) as usize];
+                    out[lane.index] = self.words[(lane.cur & !LEAF) as usize];
                     *lane = self.start(keys, &mut next, n);
                     busy -= usize::from(lane.index >= n);
                 }
@@ -374,14 +392,11 @@ impl Poptrie {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let p = if cur & LEAF == 0 {
-                self.nodes.as_ptr().wrapping_add(cur as usize).cast::<i8>()
-            } else {
-                self.leaves
-                    .as_ptr()
-                    .wrapping_add((cur & !LEAF) as usize)
-                    .cast::<i8>()
-            };
+            let p = self
+                .words
+                .as_ptr()
+                .wrapping_add((cur & !LEAF) as usize)
+                .cast::<i8>();
             // SAFETY: a prefetch is only a hint: it never faults and has no visible effect, even
             // for an address outside any allocation. `wrapping_add` keeps the pointer arithmetic
             // itself free of undefined behaviour.
@@ -392,11 +407,11 @@ impl Poptrie {
     }
 }
 
-/// Builds nodes and leaves depth-first, keeping each node's children and leaves contiguous.
+/// Builds nodes and leaves depth-first. The children of a node are contiguous, and each node's
+/// leaves follow the node's children or, for a root, the node itself.
 struct Builder<'a, K> {
     prefixes: &'a [Prefix<K>],
-    nodes: Vec<Node>,
-    leaves: Vec<u32>,
+    words: Vec<u32>,
 }
 
 impl<K: Key> Builder<'_, K> {
@@ -415,9 +430,8 @@ impl<K: Key> Builder<'_, K> {
             }
             // Every prefix covering this slot sorts earlier, so `values[slot]` is already final.
             let end = self.group_end(i, self.prefixes.len(), 0, bits);
-            let root = self.nodes.len();
-            self.nodes.push(Node::default());
-            self.nodes[root] = self.build_node(bits, i, end, values[slot]);
+            let root = self.reserve_nodes(1);
+            self.build_node(root, bits, i, end, values[slot]);
             direct[slot] = index(root);
             i = end;
         }
@@ -433,11 +447,18 @@ impl<K: Key> Builder<'_, K> {
                 continue;
             }
             if last != Some(v) {
-                self.leaves.push(v);
+                self.words.push(v);
                 last = Some(v);
             }
-            *d = LEAF | index(self.leaves.len() - 1);
+            *d = LEAF | index(self.words.len() - 1);
         }
+    }
+
+    /// Appends room for `count` nodes and returns the word offset of the first.
+    fn reserve_nodes(&mut self, count: usize) -> usize {
+        let at = self.words.len();
+        self.words.resize(at + count * NODE_WORDS, 0);
+        at
     }
 
     /// Returns the end of the run of prefixes in `start..end` that share the slot at (`offset`,
@@ -448,9 +469,10 @@ impl<K: Key> Builder<'_, K> {
         start + 1 + rest.partition_point(|p| p.key.slot(offset, width) == slot)
     }
 
-    /// Builds the node at bit `offset` for `prefixes[start..end]`, which are all inside the node.
-    /// `inherited` is the value of the longest prefix covering the whole node.
-    fn build_node(&mut self, offset: u32, start: usize, end: usize, inherited: u32) -> Node {
+    /// Builds the node at bit `offset` for `prefixes[start..end]`, which are all inside the node,
+    /// into the words reserved at `at`. `inherited` is the value of the longest prefix covering
+    /// the whole node.
+    fn build_node(&mut self, at: usize, offset: u32, start: usize, end: usize, inherited: u32) {
         let bottom = offset + STRIDE;
         let mut values = [inherited; 64];
         let mut vector = 0u64;
@@ -466,14 +488,20 @@ impl<K: Key> Builder<'_, K> {
         });
 
         let leafvec = leafvec(vector, &values, edges);
-        let base0 = index(self.leaves.len());
-        self.leaves.extend(set_bits(leafvec).map(|s| values[s]));
+        let base0 = index(self.words.len());
+        self.words.extend(set_bits(leafvec).map(|s| values[s]));
+        let base1 = self.reserve_nodes(vector.count_ones() as usize);
+        self.words[at..at + NODE_WORDS].copy_from_slice(&[
+            vector as u32,
+            (vector >> 32) as u32,
+            leafvec as u32,
+            (leafvec >> 32) as u32,
+            base0,
+            index(base1),
+        ]);
 
-        let base1 = self.nodes.len();
-        self.nodes
-            .resize(base1 + vector.count_ones() as usize, Node::default());
+        // The children block is reserved, so each subtrie can append after it.
         let mut next = base1;
-        // Second pass: the children block is reserved, so each subtrie can append after it.
         let mut i = start;
         while i < end {
             let p = self.prefixes[i];
@@ -483,16 +511,9 @@ impl<K: Key> Builder<'_, K> {
             }
             let slot = p.key.slot(offset, STRIDE);
             let group_end = self.group_end(i, end, offset, STRIDE);
-            self.nodes[next] = self.build_node(bottom, i, group_end, values[slot]);
-            next += 1;
+            self.build_node(next, bottom, i, group_end, values[slot]);
+            next += NODE_WORDS;
             i = group_end;
-        }
-
-        Node {
-            vector,
-            leafvec,
-            base0,
-            base1: index(base1),
         }
     }
 

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 mod compiled;
+mod huge_pages;
 
 use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
 
@@ -84,8 +85,9 @@ impl V6Record {
     }
 }
 
-/// Per-prefix data of a built table: 4 bytes. A lookup that finds the
-/// prefix has the address, and masking it to `length` gives the network.
+/// Set and length of a matched prefix: 4 bytes. A lookup that finds the
+/// prefix has the address, and masking it to `length` gives the network, so
+/// prefixes of one set and length share one `PrefixInfo`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PrefixInfo {
     pub set: SetId,
@@ -286,53 +288,88 @@ pub struct Match {
 /// Lookups use a [`CompiledTable`], which tests check against
 /// `ip_network_table`; the compiled form looks up several times faster and
 /// takes less memory.
+///
+/// The compiled table stores, for each prefix, the index of its
+/// [`PrefixInfo`] in a list of the distinct (set, length) pairs, not the
+/// prefix itself. That list is small at any table size, so it stays in
+/// the cache, and runs of neighbouring prefixes with the same set and
+/// length share leaves.
 pub struct Table {
     sets: Vec<SetInfo>,
     files: Files,
-    /// Set and length of each prefix by index, IPv4 first.
-    prefixes: Vec<PrefixInfo>,
-    v4_count: usize,
-    /// Position of each prefix by index, or empty once
-    /// [`Table::without_origins`] dropped them.
-    positions: Vec<u32>,
+    /// The distinct (set, length) pairs, indexed by the values that
+    /// [`CompiledTable`] lookups return.
+    infos: Vec<PrefixInfo>,
+    /// Prefixes of each set as (IPv4, IPv6), indexed by [`SetId`].
+    counts: Vec<(u64, u64)>,
+    prefix_count: usize,
+    /// Every prefix sorted by address and length, to find the file and line
+    /// of a match. Empty once [`Table::without_origins`] dropped them.
+    v4: Vec<V4Record>,
+    v6: Vec<V6Record>,
     compiled: CompiledTable,
     generation: u64,
 }
 
+/// Number of prefix lengths that an IPv6 prefix can have, /0 to /128.
+const LENGTHS: usize = 129;
+
+/// Assigns each (set, length) pair that `spec` uses a dense index, in order
+/// of first use. Returns the pairs and a map from `set * LENGTHS + length`
+/// to the index.
+fn prefix_infos(spec: &TableSpec) -> (Vec<PrefixInfo>, Vec<u32>) {
+    let mut index = vec![u32::MAX; spec.sets.len() * LENGTHS];
+    let mut infos = Vec::new();
+    let used = (spec.v4.iter().map(PrefixInfo::from)).chain(spec.v6.iter().map(PrefixInfo::from));
+    for info in used {
+        let slot = &mut index[usize::from(info.set) * LENGTHS + usize::from(info.length)];
+        if *slot == u32::MAX {
+            *slot = u32::try_from(infos.len()).expect("at most 2^16 sets of 129 lengths");
+            infos.push(info);
+        }
+    }
+    (infos, index)
+}
+
 impl Table {
     /// Builds the lookup structure from `spec`. `generation` identifies the
-    /// table in every response it serves. Prefix indexes follow the sorted
-    /// order of [`TableSpec::sort`], IPv4 first.
+    /// table in every response it serves.
     pub fn new(mut spec: TableSpec, generation: u64) -> Table {
         spec.sort();
-        let v4_count = u32::try_from(spec.v4.len()).expect("prefix count is below u32::MAX");
-        let v4 = spec.v4.iter().map(|record| (record.address, record.length));
-        let v6 = spec
-            .v6
-            .iter()
-            .map(|record| (u128::from_be_bytes(record.address), record.length));
-        let compiled = CompiledTable::build_sorted(v4, v6, v4_count);
-        let positions = (spec.v4.iter().map(|record| record.position))
-            .chain(spec.v6.iter().map(|record| record.position))
-            .collect();
-        let prefixes = (spec.v4.iter().map(PrefixInfo::from))
-            .chain(spec.v6.iter().map(PrefixInfo::from))
-            .collect();
+        let (infos, index) = prefix_infos(&spec);
+        let value =
+            |set: SetId, length: u8| index[usize::from(set) * LENGTHS + usize::from(length)];
+        let v4 = spec.v4.iter().map(|record| {
+            (
+                record.address,
+                record.length,
+                value(record.set, record.length),
+            )
+        });
+        let v6 = spec.v6.iter().map(|record| {
+            let address = u128::from_be_bytes(record.address);
+            (address, record.length, value(record.set, record.length))
+        });
+        let compiled = CompiledTable::build_sorted(v4, v6);
         Table {
+            counts: spec.prefix_counts(),
+            prefix_count: spec.prefix_count(),
             sets: spec.sets,
             files: spec.files,
-            prefixes,
-            v4_count: spec.v4.len(),
-            positions,
+            infos,
+            v4: spec.v4,
+            v6: spec.v6,
             compiled,
             generation,
         }
     }
 
-    /// Drops the file and line of every prefix, 4 bytes each, for a caller
-    /// that never reports them. [`PrefixEntry::origin`] is `None` afterwards.
+    /// Drops the prefix list that reports the file and line of a match, 12
+    /// bytes per IPv4 and 24 per IPv6 prefix, for a caller that never
+    /// reports them. [`PrefixEntry::origin`] is `None` afterwards.
     pub fn without_origins(mut self) -> Table {
-        self.positions = Vec::new();
+        self.v4 = Vec::new();
+        self.v6 = Vec::new();
         self
     }
 
@@ -345,7 +382,7 @@ impl Table {
     }
 
     pub fn prefix_count(&self) -> usize {
-        self.prefixes.len()
+        self.prefix_count
     }
 
     pub fn files(&self) -> &[PathBuf] {
@@ -365,40 +402,44 @@ impl Table {
         Some(self.entry(index, address))
     }
 
-    /// Returns the prefix at `index`, which a [`CompiledTable`] lookup of
-    /// `address` returned, with its network rebuilt from `address`.
-    pub fn entry(&self, index: u32, address: IpAddr) -> PrefixEntry {
-        let length = self.prefix(index).length;
-        let network = match address {
-            IpAddr::V4(v4) => IpNetwork::V4(
-                Ipv4Network::new_truncate(v4, length).expect("IPv4 lengths are at most 32"),
-            ),
-            IpAddr::V6(v6) => IpNetwork::V6(
-                Ipv6Network::new_truncate(v6, length).expect("IPv6 lengths are at most 128"),
-            ),
+    /// Returns the prefix that a [`CompiledTable`] lookup of `address`
+    /// found as `value`, with its network rebuilt from `address`.
+    pub fn entry(&self, value: u32, address: IpAddr) -> PrefixEntry {
+        let info = self.prefix(value);
+        let (network, position) = match address {
+            IpAddr::V4(v4) => {
+                let network = Ipv4Network::new_truncate(v4, info.length)
+                    .expect("IPv4 lengths are at most 32");
+                let key = (u32::from(network.network_address()), info.length);
+                let position = find_record(&self.v4, key).map(|record| record.position);
+                (IpNetwork::V4(network), position)
+            }
+            IpAddr::V6(v6) => {
+                let network = Ipv6Network::new_truncate(v6, info.length)
+                    .expect("IPv6 lengths are at most 128");
+                let key = (network.network_address().octets(), info.length);
+                let position = find_record(&self.v6, key).map(|record| record.position);
+                (IpNetwork::V6(network), position)
+            }
         };
-        let origin = self
-            .positions
-            .get(index as usize)
-            .map(|&position| self.files.origin(position));
         PrefixEntry {
             network,
-            set: self.prefix(index).set,
-            origin,
+            set: info.set,
+            origin: position.map(|position| self.files.origin(position)),
         }
     }
 
-    /// Returns the set and length of the prefix at `index`, a value that
-    /// [`CompiledTable`] lookups return.
+    /// Returns the set and length of the prefix that a [`CompiledTable`]
+    /// lookup found as `value`.
     #[inline]
-    pub fn prefix(&self, index: u32) -> PrefixInfo {
-        self.prefixes[index as usize]
+    pub fn prefix(&self, value: u32) -> PrefixInfo {
+        self.infos[value as usize]
     }
 
-    /// Returns the set and length of every prefix, indexed by the values
-    /// that [`CompiledTable`] lookups return.
+    /// Returns the distinct sets and lengths of the table's prefixes,
+    /// indexed by the values that [`CompiledTable`] lookups return.
     pub fn prefixes(&self) -> &[PrefixInfo] {
-        &self.prefixes
+        &self.infos
     }
 
     /// Returns the lookup structure, for callers that classify whole batches.
@@ -406,11 +447,12 @@ impl Table {
         &self.compiled
     }
 
-    /// Heap bytes of the lookup structure and the prefix list.
+    /// Heap bytes of the lookup structure and the prefix lists.
     pub fn memory_bytes(&self) -> usize {
         self.compiled.memory_bytes()
-            + self.prefixes.capacity() * size_of::<PrefixInfo>()
-            + self.positions.capacity() * size_of::<u32>()
+            + self.infos.capacity() * size_of::<PrefixInfo>()
+            + self.v4.capacity() * size_of::<V4Record>()
+            + self.v6.capacity() * size_of::<V6Record>()
     }
 
     /// Classifies an address that [`crate::address`] has normalized.
@@ -438,16 +480,18 @@ impl Table {
 
     /// Counts the prefixes of each set as (IPv4, IPv6), indexed by [`SetId`].
     pub fn prefix_counts(&self) -> Vec<(u64, u64)> {
-        let mut counts = vec![(0, 0); self.sets.len()];
-        let (v4, v6) = self.prefixes.split_at(self.v4_count);
-        for info in v4 {
-            counts[usize::from(info.set)].0 += 1;
-        }
-        for info in v6 {
-            counts[usize::from(info.set)].1 += 1;
-        }
-        counts
+        self.counts.clone()
     }
+}
+
+/// Finds the record of the prefix `key` in records sorted by
+/// [`PrefixRecord::key`].
+fn find_record<A: Copy + Ord>(
+    records: &[PrefixRecord<A>],
+    key: (A, u8),
+) -> Option<&PrefixRecord<A>> {
+    let index = records.binary_search_by_key(&key, PrefixRecord::key).ok()?;
+    Some(&records[index])
 }
 
 impl fmt::Debug for Table {

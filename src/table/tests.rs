@@ -203,9 +203,10 @@ proptest! {
         let prefixes: Vec<(IpNetwork, SetId)> =
             raw.into_iter().filter(|(network, _)| seen.insert(*network)).collect();
         let mut table_spec = spec(&[]);
-        for (network, set) in &prefixes {
-            table_spec.push(*network, *set, Origin { file: 0, line: 1 });
+        for (line, (network, set)) in (1..).zip(&prefixes) {
+            table_spec.push(*network, *set, Origin { file: 0, line });
         }
+        let served = Table::new(table_spec.clone(), 1).without_origins();
         let table = Table::new(table_spec, 1);
         let mut validated = ip_network_table::IpNetworkTable::new();
         for (network, _) in &prefixes {
@@ -213,9 +214,15 @@ proptest! {
         }
 
         for address in addresses {
-            let expected = brute_force(&prefixes, address).map(|index| prefixes[index].0);
-            let found = table.longest_match(address).map(|entry| entry.network);
-            prop_assert_eq!(found, expected, "compiled table, address {}", address);
+            let best = brute_force(&prefixes, address);
+            let expected = best.map(|index| prefixes[index].0);
+            let found = table.longest_match(address);
+            prop_assert_eq!(found.map(|entry| entry.network), expected, "compiled table, address {}", address);
+            prop_assert_eq!(found.map(|entry| entry.set), best.map(|index| prefixes[index].1), "set, address {}", address);
+            let line = best.map(|index| index as u32 + 1);
+            prop_assert_eq!(found.and_then(|entry| entry.origin).map(|origin| origin.line), line, "line, address {}", address);
+            let found = served.longest_match(address);
+            prop_assert_eq!(found.map(|entry| (entry.network, entry.set, entry.origin)), best.map(|index| (prefixes[index].0, prefixes[index].1, None)), "table without origins, address {}", address);
             let found = validated.longest_match(address).map(|(network, _)| network);
             prop_assert_eq!(found, expected, "ip_network_table, address {}", address);
         }
