@@ -259,8 +259,9 @@ struct Poptrie {
     /// Reference per top-level slot: a node's word offset, or `LEAF` and a
     /// leaf's word offset.
     direct: Vec<u32>,
-    /// Nodes and leaves. The first node, at offset 0, is a sentinel that
-    /// nothing refers to.
+    /// Nodes and leaves. The first node, at offset 0, is reserved so that
+    /// no leaf reference is `LEAF | 0`, the mark of a slot without a leaf
+    /// while the direct level is built.
     words: Vec<u32>,
 }
 
@@ -278,9 +279,10 @@ impl Poptrie {
         let direct = builder.build_direct(direct_bits);
         let mut words = into_huge_pages(builder.words);
         words.shrink_to_fit();
+        // The direct array is at most 1 MiB, too small to gain from huge pages.
         Poptrie {
             direct_bits,
-            direct: into_huge_pages(direct),
+            direct,
             words,
         }
     }
@@ -407,8 +409,8 @@ impl Poptrie {
     }
 }
 
-/// Builds nodes and leaves depth-first. The children of a node are contiguous, and each node's
-/// leaves follow the node's children or, for a root, the node itself.
+/// Builds nodes and leaves depth-first. A node's leaves come right before its block of
+/// children, so a root's leaves also follow the root itself.
 struct Builder<'a, K> {
     prefixes: &'a [Prefix<K>],
     words: Vec<u32>,
@@ -569,10 +571,10 @@ fn set_bits(mut bits: u64) -> impl Iterator<Item = usize> {
     })
 }
 
-/// Converts a node or leaf position to the 31 bits that a node reference has room for.
+/// Converts a word offset to the 31 bits that a reference has room for.
 fn index(i: usize) -> u32 {
-    let i = u32::try_from(i).expect("trie has more than 2^31 nodes or leaves");
-    assert!(i < LEAF, "trie has more than 2^31 nodes or leaves");
+    let i = u32::try_from(i).expect("trie has more than 2^31 words");
+    assert!(i < LEAF, "trie has more than 2^31 words");
     i
 }
 

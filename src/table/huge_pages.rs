@@ -5,13 +5,19 @@
 //! accesses with 4 KiB pages, while 2 MiB pages cover such a table with a few
 //! dozen TLB entries. Where transparent huge pages are in `madvise` mode, the
 //! Linux default on many distributions, only memory advised with
-//! `MADV_HUGEPAGE` gets them. Elsewhere the advice is a no-op.
+//! `MADV_HUGEPAGE` gets them.
+//!
+//! NOTE: the advice takes effect on pages that are not yet backed. A copy
+//! that glibc places in freed heap memory, which can happen once a reload
+//! has freed an earlier table, keeps 4 KiB pages until khugepaged merges
+//! them.
 
 /// Size of a transparent huge page on x86_64 and on aarch64 with 4 KiB base
 /// pages.
 const HUGE_PAGE: usize = 2 << 20;
 
-/// Smallest array worth copying: below this a few 4 KiB TLB entries cover it.
+/// Smallest array worth copying: rounding inward to whole huge pages leaves
+/// at least one of them only from twice the huge page size up.
 const MIN_BYTES: usize = 2 * HUGE_PAGE;
 
 /// Returns `items` in a fresh allocation advised for huge pages before its
