@@ -4,8 +4,6 @@
 //! Chosen over DXR (not built here) for one dependent load per 6 bits instead of a binary search.
 //! Nodes and leaves share one array, with the leaves of each top-level node right after it.
 
-use super::huge_pages::into_huge_pages;
-
 /// Tag bit of a reference meaning "word offset of a leaf" rather than "word offset of a node".
 const LEAF: u32 = 1 << 31;
 /// Leaf value for addresses that no prefix covers.
@@ -277,9 +275,8 @@ impl Poptrie {
             words: vec![0; NODE_WORDS],
         };
         let direct = builder.build_direct(direct_bits);
-        let mut words = into_huge_pages(builder.words);
+        let mut words = builder.words;
         words.shrink_to_fit();
-        // The direct array is at most 1 MiB, too small to gain from huge pages.
         Poptrie {
             direct_bits,
             direct,

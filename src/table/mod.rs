@@ -9,7 +9,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 mod compiled;
-mod huge_pages;
 
 use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
 
