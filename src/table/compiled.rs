@@ -12,8 +12,9 @@ const NO_MATCH: u32 = u32::MAX;
 const STRIDE: u32 = 6;
 /// Words of a node: the two bitmaps and the two offsets.
 const NODE_WORDS: usize = 6;
-/// Lookups that the batch forms keep in flight, so their cache misses overlap.
-const LANES: usize = 8;
+/// Lookups that the batch forms keep in flight, so their cache misses overlap. On the 1M-prefix
+/// synthetic table 16 lanes took 12.4 ns per address and 8 lanes 12.9 ns.
+const LANES: usize = 16;
 /// Size below which a trie stays in L2, so the batch forms loop over single lookups. On the
 /// homelab table with a 256 KiB direct array the plain loop took 6.4 ns per address and the
 /// pipelined one 10.9 ns (AMD EPYC, 512 KiB L2 per core).
@@ -375,6 +376,11 @@ impl Poptrie {
                 ..Lane::default()
             };
         }
+        // The direct array of a large table is 1 MiB, past L2: load the slot of a key that
+        // starts `LANES` keys later, so that read is cached by the time its lane needs it.
+        if let Some(ahead) = keys.get(*next + LANES) {
+            prefetch_at(self.direct.as_ptr(), ahead.slot(0, self.direct_bits));
+        }
         let cur = self.direct[keys[*next].slot(0, self.direct_bits)];
         self.prefetch(cur);
         *next += 1;
@@ -388,22 +394,24 @@ impl Poptrie {
     /// Starts loading the node or leaf that `cur` refers to.
     #[inline(always)]
     fn prefetch(&self, cur: u32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let p = self
-                .words
-                .as_ptr()
-                .wrapping_add((cur & !LEAF) as usize)
-                .cast::<i8>();
-            // SAFETY: a prefetch is only a hint: it never faults and has no visible effect, even
-            // for an address outside any allocation. `wrapping_add` keeps the pointer arithmetic
-            // itself free of undefined behaviour.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = cur;
+        prefetch_at(self.words.as_ptr(), (cur & !LEAF) as usize);
     }
+}
+
+/// Starts loading `base[index]` into the cache.
+#[inline(always)]
+fn prefetch_at(base: *const u32, index: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = base.wrapping_add(index).cast::<i8>();
+        // SAFETY: a prefetch is only a hint: it never faults and has no visible effect, even
+        // for an address outside any allocation. `wrapping_add` keeps the pointer arithmetic
+        // itself free of undefined behaviour.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (base, index);
 }
 
 /// Builds nodes and leaves depth-first. A node's leaves come right before its block of
