@@ -20,7 +20,7 @@ use crate::config::{self, Loaded};
 use crate::metrics;
 use crate::reload::{self, ReloadSettings};
 use crate::server;
-use crate::state::{AppState, Snapshot, DEFAULT_MAX_BATCH};
+use crate::state::{self, AppState, Snapshot, DEFAULT_MAX_BATCH};
 use crate::table::{Table, Verdict};
 
 /// Exit code for a config that is missing or invalid.
@@ -279,6 +279,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> ExitCode {
     let started = Instant::now();
+    state::map_large_allocations();
     // Installed before the table is built, because the table resolves its
     // per-set counters in the installed recorder.
     let metrics = match metrics::install() {

@@ -51,16 +51,34 @@ impl Snapshot {
 /// frees tens of megabytes (the list file text, sort buffers, the duplicate
 /// index) that glibc would otherwise keep in the process's resident memory.
 fn release_free_memory() {
+    // SAFETY: malloc_trim takes no pointers and releases only pages that no
+    // allocation uses.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> std::ffi::c_int;
-        }
-        // SAFETY: glibc's malloc_trim takes no pointers and releases only
-        // pages that no allocation uses.
-        unsafe {
-            malloc_trim(0);
-        }
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Allocation size from which glibc maps memory of its own for each block.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 1 << 20;
+
+/// Makes glibc give each allocation of 1 MiB or more its own mapping, which
+/// returns to the operating system when freed. Call it before the first
+/// table is built.
+///
+/// By default glibc raises that threshold to the size of the largest mapped
+/// block freed so far, up to 32 MiB, so the buffers of the next load come
+/// from a thread's heap, which kept them resident after they were freed,
+/// even after `malloc_trim`. With 1.1M prefixes the
+/// process then kept 46 MiB resident after start-up and 58-78 MiB after
+/// reloads, against 35 MiB with the fixed threshold.
+pub fn map_large_allocations() {
+    // SAFETY: mallopt takes no pointers and only changes how later
+    // allocations are placed. A rejected value leaves the default in force.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
 
