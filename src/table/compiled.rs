@@ -768,12 +768,21 @@ mod tests {
         assert_eq!(out, [1; 5]);
     }
 
+    /// Returns the value of the prefix at `index`. Without `classes` each prefix gets its own
+    /// value. With it, values repeat as they do in a `Table`, where the prefixes of one set and
+    /// length share one.
+    fn value(index: usize, classes: Option<u32>) -> u32 {
+        let index = index as u32;
+        classes.map_or(index, |classes| index % classes)
+    }
+
     /// Prefixes and probes drawn near a few base addresses, so they overlap often.
     fn near_v4() -> impl Strategy<Value = (Vec<(u32, u8, u32)>, Vec<u32>)> {
         let bases = prop::collection::vec(any::<u32>(), 1..4);
         let pfx = prop::collection::vec((0usize..4, any::<u32>(), 0u32..=32, 0u8..=32), 0..60);
         let probes = prop::collection::vec((0usize..4, any::<u32>(), 0u32..=32), 1..40);
-        (bases, pfx, probes).prop_map(|(bases, pfx, probes)| {
+        let classes = prop::option::of(1u32..=3);
+        (bases, pfx, probes, classes).prop_map(|(bases, pfx, probes, classes)| {
             let near = |b: usize, r: u32, bits: u32| {
                 bases[b % bases.len()] ^ (r & !u32::MAX.checked_shl(bits).unwrap_or(0))
             };
@@ -783,7 +792,7 @@ mod tests {
                 .map(|&(b, r, bits, len)| (near(b, r, bits) & mask4(len), len))
                 .filter(|&p| seen.insert(p))
                 .enumerate()
-                .map(|(v, (net, len))| (net, len, v as u32))
+                .map(|(i, (net, len))| (net, len, value(i, classes)))
                 .collect();
             let addrs = probes.iter().map(|&(b, r, k)| near(b, r, k)).collect();
             (prefixes, addrs)
@@ -794,7 +803,8 @@ mod tests {
         let bases = prop::collection::vec(any::<u128>(), 1..4);
         let pfx = prop::collection::vec((0usize..4, any::<u128>(), 0u32..=128, 0u8..=128), 0..60);
         let probes = prop::collection::vec((0usize..4, any::<u128>(), 0u32..=128), 1..40);
-        (bases, pfx, probes).prop_map(|(bases, pfx, probes)| {
+        let classes = prop::option::of(1u32..=3);
+        (bases, pfx, probes, classes).prop_map(|(bases, pfx, probes, classes)| {
             let near = |b: usize, r: u128, bits: u32| {
                 bases[b % bases.len()] ^ (r & !u128::MAX.checked_shl(bits).unwrap_or(0))
             };
@@ -804,7 +814,7 @@ mod tests {
                 .map(|&(b, r, bits, len)| (near(b, r, bits) & mask6(len), len))
                 .filter(|&p| seen.insert(p))
                 .enumerate()
-                .map(|(v, (net, len))| (net, len, v as u32))
+                .map(|(i, (net, len))| (net, len, value(i, classes)))
                 .collect();
             let addrs = probes.iter().map(|&(b, r, k)| near(b, r, k)).collect();
             (prefixes, addrs)
