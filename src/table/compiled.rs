@@ -631,6 +631,31 @@ mod tests {
             .collect()
     }
 
+    /// Value of output slots that a batch lookup has not written. No table in these tests has it.
+    const UNWRITTEN: u32 = NO_MATCH - 1;
+
+    /// Checks that `lookup`, given an output shorter or longer than `expected`, fills exactly
+    /// the first `min(expected.len(), out.len())` slots with `expected`.
+    fn assert_bounded_output(expected: &[u32], lookup: impl Fn(&mut [u32])) {
+        let half = expected.len() / 2;
+        let mut short = vec![UNWRITTEN; half];
+        lookup(&mut short);
+        assert_eq!(short, expected[..half], "output shorter than the keys");
+
+        let mut long = vec![UNWRITTEN; expected.len() + 3];
+        lookup(&mut long);
+        assert_eq!(
+            long[..expected.len()],
+            *expected,
+            "output longer than the keys"
+        );
+        assert_eq!(
+            long[expected.len()..],
+            [UNWRITTEN; 3],
+            "slots past the keys"
+        );
+    }
+
     fn batch4(t: &CompiledTable, addrs: &[u32]) -> Vec<u32> {
         let mut out = vec![0; addrs.len()];
         t.lookup_v4_batch(addrs, &mut out);
@@ -639,6 +664,8 @@ mod tests {
         let mut piped = vec![0; addrs.len()];
         t.v4.lookup_pipelined(&keys, &mut piped);
         assert_eq!(out, piped);
+        assert_bounded_output(&out, |out| t.lookup_v4_batch(addrs, out));
+        assert_bounded_output(&out, |out| t.v4.lookup_pipelined(&keys, out));
         out
     }
 
@@ -648,6 +675,8 @@ mod tests {
         let mut piped = vec![0; addrs.len()];
         t.v6.lookup_pipelined(addrs, &mut piped);
         assert_eq!(out, piped);
+        assert_bounded_output(&out, |out| t.lookup_v6_batch(addrs, out));
+        assert_bounded_output(&out, |out| t.v6.lookup_pipelined(addrs, out));
         out
     }
 
@@ -760,12 +789,26 @@ mod tests {
     #[test]
     fn batch_handles_partial_chunks_and_short_output() {
         let p4 = [(v4("10.0.0.0"), 8, 1)];
-        let t = CompiledTable::build(&p4, &[]);
-        let addrs: Vec<u32> = (0..37).map(|i| v4("10.0.0.0") + i * 7).collect();
-        assert_eq!(batch4(&t, &addrs), vec![1; 37]);
-        let mut out = [0u32; 5];
-        t.lookup_v4_batch(&addrs, &mut out);
-        assert_eq!(out, [1; 5]);
+        let p6 = [(v6("fd00::"), 8, 2)];
+        // The default widths keep this table in the cache and 18 bits do not, so the batch
+        // lookups take the plain loop in the first table and the pipelined one in the second.
+        let plain = CompiledTable::build(&p4, &p6);
+        let pipelined = CompiledTable::build_with(&p4, &p6, 18, 18);
+        assert!(plain.v4.memory_bytes() <= CACHE_RESIDENT_BYTES);
+        assert!(plain.v6.memory_bytes() <= CACHE_RESIDENT_BYTES);
+        assert!(pipelined.v4.memory_bytes() > CACHE_RESIDENT_BYTES);
+        assert!(pipelined.v6.memory_bytes() > CACHE_RESIDENT_BYTES);
+
+        // 600 keys span two full chunks of the IPv4 batch and part of a third.
+        let addrs4: Vec<u32> = (0..600).map(|i| v4("10.0.0.0") + i * 7).collect();
+        let addrs6: Vec<u128> = (0..600).map(|i| v6("fd00::") + i * 7).collect();
+        for t in [plain, pipelined] {
+            assert_eq!(batch4(&t, &addrs4), vec![1; 600]);
+            assert_eq!(batch6(&t, &addrs6), vec![2; 600]);
+            let mut out = [0u32; 5];
+            t.lookup_v4_batch(&addrs4, &mut out);
+            assert_eq!(out, [1; 5]);
+        }
     }
 
     /// Returns the value of the prefix at `index`. Without `classes` each prefix gets its own
