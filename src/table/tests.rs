@@ -142,6 +142,47 @@ fn matched_prefix_keeps_set_and_origin() {
 }
 
 #[test]
+fn origin_search_tells_lengths_and_families_apart() {
+    let mut spec = spec(&[]);
+    spec.add_file("list.txt".into(), 10);
+    // One address at four lengths, an IPv6 /8 in set 0 that shares its set
+    // and length value with 10.0.0.0/8, and IPv6 prefixes that end in the
+    // bits of 10.0.0.0.
+    let entries = [
+        ("10.0.0.0/16", 1, Origin { file: 1, line: 2 }, "10.0.9.9"),
+        ("10.0.0.0/8", 0, Origin { file: 0, line: 7 }, "10.9.9.9"),
+        ("10.0.0.0/24", 1, Origin { file: 1, line: 9 }, "10.0.0.9"),
+        ("10.0.0.0/32", 0, Origin { file: 0, line: 8 }, "10.0.0.0"),
+        ("a00::/8", 0, Origin { file: 1, line: 7 }, "a09::1"),
+        ("::a00:0/104", 1, Origin { file: 1, line: 3 }, "::a09:0"),
+        ("::a00:0/128", 0, Origin { file: 1, line: 5 }, "::a00:0"),
+        (
+            "::ffff:0:0/96",
+            0,
+            Origin { file: 1, line: 6 },
+            "::ffff:0:1",
+        ),
+    ];
+    for (network, set, origin, _) in entries {
+        spec.push(network.parse().unwrap(), set, origin);
+    }
+    let table = Table::new(spec, 1);
+    for (network, set, origin, address) in entries {
+        let network: IpNetwork = network.parse().unwrap();
+        let found = table.longest_match(address.parse().unwrap()).unwrap();
+        assert_eq!(found.network, network, "{address}");
+        assert_eq!(found.set, set, "{address}");
+        assert_eq!(found.origin, Some(origin), "{address}");
+    }
+
+    // A mapped address is looked up as IPv4 and reports the IPv4 prefix.
+    let matched = table.classify(normalize("::ffff:10.0.0.9".parse().unwrap()));
+    let entry = matched.prefix.unwrap();
+    assert_eq!(entry.network.to_string(), "10.0.0.0/24");
+    assert_eq!(entry.origin, Some(Origin { file: 1, line: 9 }));
+}
+
+#[test]
 fn spec_rejects_lines_past_the_limit() {
     let mut spec = TableSpec::default();
     assert_eq!(spec.add_file("a.txt".into(), MAX_LINES - 1), Some(0));
