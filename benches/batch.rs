@@ -1,5 +1,6 @@
 //! Whole batches of 1,024 addresses through the functions the gRPC handlers
-//! call: text (classify, then write the response bytes) and packed IPv4.
+//! call: text (classify, then write the response bytes), packed IPv4 and
+//! packed IPv6.
 
 mod common;
 
@@ -41,6 +42,18 @@ fn bench_batch(c: &mut Criterion) {
         .take(BATCH)
         .flatten()
         .collect();
+    // The IPv6 lines of the query mix, IPv4-mapped and unspecified ones
+    // included, repeated to fill the batch.
+    let packed_v6: Vec<u8> = queries
+        .iter()
+        .filter_map(|text| match text.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => Some(v6.octets()),
+            _ => None,
+        })
+        .cycle()
+        .take(BATCH)
+        .flatten()
+        .collect();
 
     for (name, lists) in tables {
         let lists: Vec<&std::path::Path> = lists.iter().map(PathBuf::as_path).collect();
@@ -64,6 +77,16 @@ fn bench_batch(c: &mut Criterion) {
                 black_box(batch::classify_packed_ipv4(
                     &table,
                     black_box(&packed),
+                    &mut tally,
+                ))
+            })
+        });
+        group.bench_function("packed-ipv6-1024", |b| {
+            b.iter(|| {
+                let mut tally = BatchTally::new(&table);
+                black_box(batch::classify_packed_ipv6(
+                    &table,
+                    black_box(&packed_v6),
                     &mut tally,
                 ))
             })

@@ -69,15 +69,42 @@ pub fn classify_packed_ipv4(table: &Table, bytes: &[u8], tally: &mut BatchTally)
 }
 
 /// Classifies concatenated 16-byte IPv6 addresses into one verdict byte each
-/// and counts them in `tally`; IPv4-mapped addresses are looked up as IPv4.
+/// and counts them in `tally`. IPv4-mapped addresses are looked up as IPv4.
+/// A trailing partial address is ignored, because callers check the length
+/// first.
 pub fn classify_packed_ipv6(table: &Table, bytes: &[u8], tally: &mut BatchTally) -> Vec<u8> {
     let mut verdicts = Vec::with_capacity(bytes.len() / 16);
-    for chunk in bytes.chunks_exact(16) {
-        let raw: [u8; 16] = chunk.try_into().expect("chunks_exact yields 16 bytes");
-        let found = table.classify(address::normalize(Ipv6Addr::from(raw).into()));
-        tally.add_verdict(found.verdict, found.prefix.map(|entry| entry.set));
-        verdicts.push(verdict_code(found.verdict));
+    let mut slots = SlotTally::new(table);
+    let prefixes = table.prefixes();
+    let compiled = table.compiled();
+    let mut keys = [0u128; LOOKUP_BLOCK];
+    let mut positions = [0usize; LOOKUP_BLOCK];
+    let mut found = [0u32; LOOKUP_BLOCK];
+    for block in bytes.chunks(16 * LOOKUP_BLOCK) {
+        let first = verdicts.len();
+        verdicts.resize(first + block.len() / 16, 0);
+        // Mapped addresses are looked up as IPv4 right away. The rest go to
+        // one batch lookup in the IPv6 trie, which mapped addresses would
+        // only slow down: with `::1/128` in the table they walk its chain.
+        let mut count = 0;
+        for (position, raw) in block.chunks_exact(16).enumerate() {
+            let key = u128::from_be_bytes(raw.try_into().expect("chunks_exact yields 16 bytes"));
+            if let Some(v4) = Ipv6Addr::from(key).to_ipv4_mapped() {
+                let key = u32::from(v4);
+                let value = compiled.lookup_v4(key).unwrap_or(NO_MATCH);
+                verdicts[first + position] = slots.add(prefixes, key, value);
+            } else {
+                keys[count] = key;
+                positions[count] = first + position;
+                count += 1;
+            }
+        }
+        compiled.lookup_v6_batch(&keys[..count], &mut found[..count]);
+        for ((&key, &value), &position) in keys.iter().zip(&found).zip(&positions).take(count) {
+            verdicts[position] = slots.add_v6(prefixes, key, value);
+        }
     }
+    slots.finish(table, tally);
     verdicts
 }
 
@@ -110,6 +137,19 @@ impl SlotTally {
     #[inline]
     fn add(&mut self, prefixes: &[PrefixInfo], key: u32, value: u32) -> u8 {
         let sentinel = address::is_sentinel(IpAddr::V4(Ipv4Addr::from(key)));
+        self.count(prefixes, sentinel, value)
+    }
+
+    /// Counts the IPv6 address `key`, not IPv4-mapped, whose lookup
+    /// returned `value`, and returns its verdict byte.
+    #[inline]
+    fn add_v6(&mut self, prefixes: &[PrefixInfo], key: u128, value: u32) -> u8 {
+        let sentinel = address::is_sentinel(IpAddr::V6(Ipv6Addr::from(key)));
+        self.count(prefixes, sentinel, value)
+    }
+
+    #[inline]
+    fn count(&mut self, prefixes: &[PrefixInfo], sentinel: bool, value: u32) -> u8 {
         let slot = if sentinel {
             self.codes.len() - 1
         } else if value == NO_MATCH {
@@ -645,6 +685,28 @@ networks = ["1.2.3.4/32", "12.34.56.0/22", "123.45.0.0/16", "200.0.0.0/5", "99.1
             format!("{tally:?}"),
             format!("{:?}", reference_tally(table, ips))
         );
+    }
+
+    #[test]
+    fn packed_ipv6_spans_lookup_blocks() {
+        let table = table();
+        let texts: Vec<String> = (0..LOOKUP_BLOCK * 3 + 1)
+            .map(|n| match n % 7 {
+                0 => format!("fd00::{n:x}"),
+                1 => format!("::ffff:10.{}.0.{}", n % 11, n % 256),
+                2 => format!("2001:db8::{n:x}"),
+                3 => format!("2001:db8:aaaa:bbbb:cccc:dddd:eeee:ff{:02x}", n % 256),
+                4 => format!("::ffff:200.{}.1.1", n % 11),
+                5 => "::".to_string(),
+                _ => "::ffff:255.255.255.255".to_string(),
+            })
+            .collect();
+        let ips: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let bytes: Vec<u8> = ips
+            .iter()
+            .flat_map(|ip| ip.parse::<Ipv6Addr>().unwrap().octets())
+            .collect();
+        assert_packed_matches_text(&table, &ips, &bytes, classify_packed_ipv6);
     }
 
     #[test]
