@@ -66,6 +66,12 @@ pub enum Problem {
     },
     #[error("no prefix in any set, so every address would be external; add networks or files under [sets.NAME]")]
     NoPrefixes,
+    #[error("{count} {family} prefixes across all sets, but at most {max} are supported; merge adjacent prefixes or move some to a separate ipclass instance")]
+    TooManyPrefixes {
+        family: &'static str,
+        count: usize,
+        max: usize,
+    },
     #[error("too many {what}: at most {max} are supported")]
     TooMany { what: &'static str, max: u64 },
     #[error("host bits are set in {written}; using {network}")]

@@ -23,7 +23,9 @@ use toml::Spanned;
 pub use diagnostic::{ConfigErrors, Diagnostic, Location, Problem};
 pub use prefix::{parse_prefix, Adjustment, ParsedPrefix};
 
-use crate::table::{Origin, PrefixRecord, SetId, SetInfo, TableSpec, MAX_LINES};
+use crate::table::{
+    Origin, PrefixRecord, SetId, SetInfo, TableSpec, MAX_LINES, MAX_PREFIXES_PER_FAMILY,
+};
 use lines::{count_newlines, split_list, Parsed, Source};
 
 const SET_KEYS: &str = "\"internal\", \"networks\", \"files\" and \"description\"";
@@ -105,6 +107,15 @@ pub fn hash_sources(sources: &[PathBuf]) -> io::Result<String> {
         hash_source(&mut hasher, path, &read_bounded(path)?);
     }
     Ok(hex(&hasher.finalize()))
+}
+
+/// Returns the error for a family with more prefixes than a table can hold.
+fn too_many_prefixes((family, count): (&'static str, usize)) -> Option<Problem> {
+    (count > MAX_PREFIXES_PER_FAMILY).then_some(Problem::TooManyPrefixes {
+        family,
+        count,
+        max: MAX_PREFIXES_PER_FAMILY,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -511,6 +522,10 @@ impl<'a> Reader<'a> {
         self.remove_duplicates();
         if self.errors.is_empty() && self.spec.prefix_count() == 0 {
             self.error_at_line(None, Problem::NoPrefixes);
+        }
+        let counts = [("IPv4", self.spec.v4.len()), ("IPv6", self.spec.v6.len())];
+        for problem in counts.into_iter().filter_map(too_many_prefixes) {
+            self.error_at_line(None, problem);
         }
         if !self.errors.is_empty() {
             sort_by_location(&mut self.errors, self.spec.files());

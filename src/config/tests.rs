@@ -855,3 +855,15 @@ fn overlong_prefix_is_shortened_in_error() {
     );
     assert!(message.contains("too long"), "{message}");
 }
+
+#[test]
+fn prefix_limit_per_family() {
+    assert_eq!(too_many_prefixes(("IPv4", MAX_PREFIXES_PER_FAMILY)), None);
+    let problem = too_many_prefixes(("IPv6", MAX_PREFIXES_PER_FAMILY + 1))
+        .expect("one prefix over the limit");
+    assert_eq!(
+        problem.to_string(),
+        "10000001 IPv6 prefixes across all sets, but at most 10000000 are supported; \
+         merge adjacent prefixes or move some to a separate ipclass instance"
+    );
+}

@@ -577,9 +577,11 @@ fn set_bits(mut bits: u64) -> impl Iterator<Item = usize> {
 }
 
 /// Converts a word offset to the 31 bits that a reference has room for.
-/// NOTE: 2^31 words are 8 GiB. A table of 200k random IPv6 /128s took about
-/// 130 words per prefix, so an estimated 16M of them fill one trie, and the
-/// build then panics here instead of tagging a node as a leaf.
+/// 2^31 words are 8 GiB. A table of 200k random IPv6 /128s took about 130
+/// words per prefix, so an estimated 16M of them would fill one trie and
+/// panic here. Config loading rejects more than
+/// [`super::MAX_PREFIXES_PER_FAMILY`] prefixes of a family, which keeps every
+/// loaded table below the limit.
 fn index(i: usize) -> u32 {
     let i = u32::try_from(i).expect("trie has more than 2^31 words");
     assert!(i < LEAF, "trie has more than 2^31 words");
@@ -821,6 +823,15 @@ mod tests {
         for offset in [LEAF as usize, u32::MAX as usize, 1 << 32] {
             let result = std::panic::catch_unwind(|| index(offset));
             assert!(result.is_err(), "offset {offset} was accepted");
+        }
+    }
+
+    #[test]
+    fn lone_host_route_stays_under_180_words() {
+        for address in [0u128, 1, u128::MAX, v6("2001:db8::1")] {
+            let t = CompiledTable::build(&[], &[(address, 128, 0)]);
+            let added = t.v6.words.len() - NODE_WORDS;
+            assert!(added < 180, "{added} words for {address:#x}/128");
         }
     }
 

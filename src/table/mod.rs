@@ -107,6 +107,13 @@ impl<A> From<&PrefixRecord<A>> for PrefixInfo {
 /// `u32::MAX`, which the compiled table reserves for "no match".
 pub const MAX_LINES: u32 = u32::MAX - 1;
 
+/// Largest number of prefixes of one address family, so that a trie stays
+/// below the 2^31 words its references can address. An IPv6 /128 alone in
+/// its range adds at most 20 nodes of 6 words and 3 leaf words each, under
+/// 180 words, and 180 x 10M is below 2^31. By an estimate, full routing
+/// tables hold about 1M IPv4 and 250k IPv6 prefixes.
+pub const MAX_PREFIXES_PER_FAMILY: usize = 10_000_000;
+
 /// Everything a table is built from. The caller guarantees that networks are
 /// unique, that every `set` is in range and that every position lies in a
 /// file added with [`TableSpec::add_file`].
