@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::address::{self, Normalized};
@@ -112,7 +113,7 @@ pub struct CheckArgs {
     pub config: PathBuf,
 
     /// Treat every warning as an error.
-    #[arg(long, env = "IPCLASS_STRICT")]
+    #[arg(long, env = "IPCLASS_STRICT", value_parser = BoolishValueParser::new())]
     pub strict: bool,
 }
 

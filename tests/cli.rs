@@ -139,6 +139,20 @@ fn check_lists_warnings_and_strict_rejects_them() {
         &[("IPCLASS_STRICT", "true")],
     );
     assert_eq!(output.status.code(), Some(1), "IPCLASS_STRICT=true");
+    for (value, code) in [
+        ("1", 1),
+        ("yes", 1),
+        ("on", 1),
+        ("0", 0),
+        ("false", 0),
+        ("off", 0),
+    ] {
+        let output = run_with_env(
+            &["check", "--config", &config],
+            &[("IPCLASS_STRICT", value)],
+        );
+        assert_eq!(output.status.code(), Some(code), "IPCLASS_STRICT={value}");
+    }
 }
 
 #[test]
