@@ -159,6 +159,9 @@ pub fn check(args: &CheckArgs) -> ExitCode {
     let loaded = match config::load(&args.config) {
         Ok(loaded) => loaded,
         Err(errors) => {
+            for warning in &errors.warnings {
+                eprintln!("warning: {warning}");
+            }
             eprintln!("{errors}");
             return ExitCode::from(EXIT_CONFIG_INVALID);
         }

@@ -192,6 +192,33 @@ fn check_lists_every_error_with_file_and_line() {
 }
 
 #[test]
+fn check_shows_warnings_beside_errors() {
+    let dir = TempDir::new("cli-mixed");
+    let config = dir.write(
+        "ipclass.toml",
+        "[sets.lan]\ninternal = true\nnetworks = [\"10.20.0.7/16\"]\n[sets.guest]\ninternal = false\nnetworks = [\"10.20.0.0/16\"]\n",
+    );
+    let config = config.display().to_string();
+
+    let output = run(&["check", "--config", &config]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert_eq!(
+        lines[0],
+        format!("warning: {config}:3: host bits are set in 10.20.0.7/16; using 10.20.0.0/16")
+    );
+    assert_eq!(lines[1], format!("invalid config {config} (1 error)"));
+    assert!(
+        lines[2].starts_with(&format!(
+            "  {config}:6: prefix 10.20.0.0/16 is in set \"guest\" and also in set \"lan\" at {config}:3"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_missing_config_exits_1() {
     let output = run(&["check", "--config", "/nonexistent/ipclass.toml"]);
     assert_eq!(output.status.code(), Some(1));

@@ -103,6 +103,9 @@ pub struct Diagnostic {
 pub struct ConfigErrors {
     pub path: PathBuf,
     pub errors: Vec<Diagnostic>,
+    /// Warnings found in the same pass, in file order. The display leaves
+    /// them out, so that a failed reload logs only what made it fail.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl fmt::Display for ConfigErrors {

@@ -57,6 +57,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
             },
             problem: read_problem(path.to_owned(), &error),
         }],
+        warnings: Vec::new(),
     })?;
     parse(&text, path, &mut |list| read_bounded(list))
 }
@@ -527,14 +528,19 @@ impl<'a> Reader<'a> {
         for problem in counts.into_iter().filter_map(too_many_prefixes) {
             self.error_at_line(None, problem);
         }
+        sort_by_location(&mut self.warnings, self.spec.files());
         if !self.errors.is_empty() {
+            // An empty set may be empty only because its prefixes were
+            // invalid, so beside errors that warning would mislead.
+            self.warnings
+                .retain(|warning| !matches!(warning.problem, Problem::EmptySet(_)));
             sort_by_location(&mut self.errors, self.spec.files());
             return Err(ConfigErrors {
                 path: self.path.to_owned(),
                 errors: self.errors,
+                warnings: self.warnings,
             });
         }
-        sort_by_location(&mut self.warnings, self.spec.files());
         let content_hash = hex(&self.hasher.finalize());
         Ok(Loaded {
             sources: self.spec.files().to_vec(),
