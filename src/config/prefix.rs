@@ -84,6 +84,9 @@ fn parse_decimal(bytes: &[u8], start: usize) -> Option<(u32, usize)> {
 
 /// Parses any prefix that [`parse_prefix`] accepts, and explains rejections.
 fn parse_prefix_general(text: &str) -> Result<ParsedPrefix, String> {
+    if text.contains('%') {
+        return Err("a prefix cannot carry a zone (%name); remove it".to_owned());
+    }
     let Some((address_text, length_text)) = text.split_once('/') else {
         return Err(missing_length_reason(text));
     };
@@ -133,18 +136,31 @@ fn missing_length_reason(text: &str) -> String {
 }
 
 fn parse_address(text: &str) -> Result<IpAddr, String> {
-    if text.contains('%') {
-        return Err("a prefix cannot carry a zone (%name); remove it".to_owned());
-    }
     text.parse::<IpAddr>().map_err(|_| {
         if has_leading_zero_octet(text) {
             "leading zeros in an IPv4 octet are ambiguous (some tools read them as octal); \
              write each octet without them"
                 .to_owned()
+        } else if text.contains(char::is_whitespace) {
+            format!("{text:?} contains a space; write the prefix without spaces")
+        } else if let Some(octet) = octet_over_255(text) {
+            format!("{text:?} is not an IPv4 or IPv6 address: octet {octet} is over 255")
         } else {
             format!("{text:?} is not an IPv4 or IPv6 address")
         }
     })
+}
+
+/// Returns the first octet over 255 of dotted-quad `text`, if it is one.
+fn octet_over_255(text: &str) -> Option<&str> {
+    let octets: Vec<&str> = text.split('.').collect();
+    let numeric = |octet: &&str| !octet.is_empty() && octet.bytes().all(|b| b.is_ascii_digit());
+    if octets.len() != 4 || !octets.iter().all(numeric) {
+        return None;
+    }
+    octets
+        .into_iter()
+        .find(|octet| octet.parse::<u32>().map_or(true, |value| value > 255))
 }
 
 fn has_leading_zero_octet(text: &str) -> bool {
@@ -228,6 +244,11 @@ mod tests {
             ("10.0.0.0/+8", "not a number"),
             ("10.0.0.0/8/8", "not a number"),
             ("fe80::%eth0/64", "zone"),
+            ("fe80::/10%eth0", "zone"),
+            ("10.0.0.0 /8", "\"10.0.0.0 \" contains a space"),
+            ("300.1.1.1/8", "octet 300 is over 255"),
+            ("10.1.2.99999999999/32", "octet 99999999999 is over 255"),
+            ("10.1.2/24", "\"10.1.2\" is not an IPv4 or IPv6 address"),
             ("home/24", "is not an IPv4 or IPv6 address"),
             ("", "not a prefix"),
             ("10.0.0.0/99999999999", "out of range"),
