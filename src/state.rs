@@ -67,12 +67,11 @@ const MMAP_THRESHOLD: libc::c_int = 1 << 20;
 /// returns to the operating system when freed. Call it before the first
 /// table is built.
 ///
-/// By default glibc raises that threshold to the size of the largest mapped
-/// block freed so far, up to 32 MiB, so the buffers of the next load come
-/// from a thread's heap, which kept them resident after they were freed,
-/// even after `malloc_trim`. With 1.1M prefixes the
-/// process then kept 45 MiB resident after start-up and 57-76 MiB after
-/// reloads, against 33-34 MiB with the fixed threshold.
+/// By default glibc adjusts that threshold to the program's allocations
+/// (glibc manual, "Malloc Tunable Parameters"). Buffers that a load freed
+/// then stayed resident in a thread's heap, even after `malloc_trim`. With
+/// 1.1M prefixes the process kept 45 MiB resident after start-up and 57-76
+/// MiB after reloads, against 33-34 MiB with the fixed threshold.
 pub fn map_large_allocations() {
     // SAFETY: mallopt takes no pointers and only changes how later
     // allocations are placed. A rejected value leaves the default in force.
