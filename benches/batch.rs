@@ -32,28 +32,10 @@ fn bench_batch(c: &mut Criterion) {
     // The first addresses of the query mix, as grpc_bench.sh sends them.
     let texts: Vec<String> = queries.iter().cycle().take(BATCH).cloned().collect();
     let request = Bytes::from(IsInternalRequest { ips: texts }.encode_to_vec());
-    let packed: Vec<u8> = queries
-        .iter()
-        .filter_map(|text| match text.parse::<IpAddr>() {
-            Ok(IpAddr::V4(v4)) => Some(v4.octets()),
-            _ => None,
-        })
-        .cycle()
-        .take(BATCH)
-        .flatten()
-        .collect();
+    let packed = packed_batch(&queries, false);
     // The IPv6 lines of the query mix, IPv4-mapped and unspecified ones
-    // included, repeated to fill the batch.
-    let packed_v6: Vec<u8> = queries
-        .iter()
-        .filter_map(|text| match text.parse::<IpAddr>() {
-            Ok(IpAddr::V6(v6)) => Some(v6.octets()),
-            _ => None,
-        })
-        .cycle()
-        .take(BATCH)
-        .flatten()
-        .collect();
+    // included.
+    let packed_v6 = packed_batch(&queries, true);
 
     for (name, lists) in tables {
         let lists: Vec<&std::path::Path> = lists.iter().map(PathBuf::as_path).collect();
@@ -93,6 +75,22 @@ fn bench_batch(c: &mut Criterion) {
         });
         group.finish();
     }
+}
+
+/// Returns the addresses of one family from `queries` as concatenated
+/// network-order bytes, repeated to fill a batch.
+fn packed_batch(queries: &[String], ipv6: bool) -> Vec<u8> {
+    queries
+        .iter()
+        .filter_map(|text| match text.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v4)) if !ipv6 => Some(v4.octets().to_vec()),
+            Ok(IpAddr::V6(v6)) if ipv6 => Some(v6.octets().to_vec()),
+            _ => None,
+        })
+        .cycle()
+        .take(BATCH)
+        .flatten()
+        .collect()
 }
 
 criterion_group!(benches, bench_batch);

@@ -720,15 +720,6 @@ networks = ["1.2.3.4/32", "12.34.56.0/22", "123.45.0.0/16", "200.0.0.0/5", "99.1
             .iter()
             .flat_map(|ip| ip.parse::<Ipv4Addr>().unwrap().octets())
             .collect();
-        let expected: Vec<u8> = ips
-            .iter()
-            .map(|ip| verdict_code(classify_text(&table, ip).verdict))
-            .collect();
-        let mut tally = BatchTally::new(&table);
-        assert_eq!(classify_packed_ipv4(&table, &bytes, &mut tally), expected);
-        assert_eq!(
-            format!("{tally:?}"),
-            format!("{:?}", reference_tally(&table, &ips))
-        );
+        assert_packed_matches_text(&table, &ips, &bytes, classify_packed_ipv4);
     }
 }
