@@ -110,15 +110,6 @@ pub fn hash_sources(sources: &[PathBuf]) -> io::Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-/// Returns the error for a family with more prefixes than a table can hold.
-fn too_many_prefixes((family, count): (&'static str, usize)) -> Option<Problem> {
-    (count > MAX_PREFIXES_PER_FAMILY).then_some(Problem::TooManyPrefixes {
-        family,
-        count,
-        max: MAX_PREFIXES_PER_FAMILY,
-    })
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
@@ -130,7 +121,18 @@ pub fn parse(
     path: &Path,
     read_list: &mut dyn FnMut(&Path) -> io::Result<String>,
 ) -> Result<Loaded, ConfigErrors> {
-    let mut reader = Reader::new(text, path, read_list);
+    parse_with_limit(text, path, read_list, MAX_PREFIXES_PER_FAMILY)
+}
+
+/// Validates like [`parse`], with at most `max_prefixes` prefixes of each
+/// address family.
+fn parse_with_limit(
+    text: &str,
+    path: &Path,
+    read_list: &mut dyn FnMut(&Path) -> io::Result<String>,
+    max_prefixes: usize,
+) -> Result<Loaded, ConfigErrors> {
+    let mut reader = Reader::new(text, path, read_list, max_prefixes);
     match DeTable::parse_recoverable(text) {
         (_, syntax_errors) if !syntax_errors.is_empty() => {
             for error in syntax_errors {
@@ -154,6 +156,8 @@ struct Reader<'a> {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     hasher: Sha256,
+    /// Maximum number of prefixes of one address family.
+    max_prefixes: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -161,6 +165,7 @@ impl<'a> Reader<'a> {
         text: &'a str,
         path: &'a Path,
         read_list: &'a mut dyn FnMut(&Path) -> io::Result<String>,
+        max_prefixes: usize,
     ) -> Reader<'a> {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(at, _)| at + 1))
@@ -184,6 +189,7 @@ impl<'a> Reader<'a> {
             errors: Vec::new(),
             warnings: Vec::new(),
             hasher,
+            max_prefixes,
         }
     }
 
@@ -524,14 +530,16 @@ impl<'a> Reader<'a> {
         if self.errors.is_empty() && self.spec.prefix_count() == 0 {
             self.error_at_line(None, Problem::NoPrefixes);
         }
-        let counts = [("IPv4", self.spec.v4.len()), ("IPv6", self.spec.v6.len())];
-        for problem in counts.into_iter().filter_map(too_many_prefixes) {
-            self.error_at_line(None, problem);
+        let max = self.max_prefixes;
+        for (family, count) in [("IPv4", self.spec.v4.len()), ("IPv6", self.spec.v6.len())] {
+            if count > max {
+                self.error_at_line(None, Problem::TooManyPrefixes { family, count, max });
+            }
         }
         sort_by_location(&mut self.warnings, self.spec.files());
         if !self.errors.is_empty() {
-            // An empty set may be empty only because its prefixes were
-            // invalid, so beside errors that warning would mislead.
+            // A set may be empty only because its prefixes were invalid,
+            // so beside errors that warning would mislead.
             self.warnings
                 .retain(|warning| !matches!(warning.problem, Problem::EmptySet(_)));
             sort_by_location(&mut self.errors, self.spec.files());

@@ -858,12 +858,24 @@ fn overlong_prefix_is_shortened_in_error() {
 
 #[test]
 fn prefix_limit_per_family() {
-    assert_eq!(too_many_prefixes(("IPv4", MAX_PREFIXES_PER_FAMILY)), None);
-    let problem = too_many_prefixes(("IPv6", MAX_PREFIXES_PER_FAMILY + 1))
-        .expect("one prefix over the limit");
+    // Three distinct IPv4 prefixes (one repeated) and two IPv6 prefixes.
+    let text = "[sets.lan]\ninternal = true\nnetworks = [\"10.0.0.0/8\", \"10.1.0.0/16\", \"10.2.0.0/16\", \"10.2.0.0/16\", \"fd00::/8\", \"fe80::/10\"]\n";
+    let path = Path::new(CONFIG);
+    let mut no_lists = |_: &Path| -> io::Result<String> { unreachable!() };
+
+    let loaded = parse_with_limit(text, path, &mut no_lists, 3).expect("3 IPv4 prefixes fit");
+    assert_eq!(loaded.spec.prefix_count(), 5);
+
+    let errors = parse_with_limit(text, path, &mut no_lists, 2).expect_err("limit of 2");
     assert_eq!(
-        problem.to_string(),
-        "10000001 IPv6 prefixes across all sets, but at most 10000000 are supported; \
-         merge adjacent prefixes or move some to a separate ipclass instance"
+        messages(&errors.errors),
+        vec![format!(
+            "{CONFIG}: 3 IPv4 prefixes across all sets, but at most 2 are supported; \
+             merge adjacent prefixes or move some to a separate ipclass instance"
+        )]
+    );
+    assert_eq!(
+        parse(text, path, &mut no_lists).map(|loaded| loaded.spec.prefix_count()),
+        Ok(5)
     );
 }
