@@ -288,10 +288,53 @@ impl Poptrie {
         let direct = builder.build_direct(direct_bits);
         let mut words = builder.words;
         words.shrink_to_fit();
-        Poptrie {
+        let trie = Poptrie {
             direct_bits,
             direct,
             words,
+        };
+        trie.check_bounds();
+        trie
+    }
+
+    /// Panics unless every reference that a lookup can follow stays inside `words`, which the
+    /// unchecked reads of `root`, `node` and `leaf` rely on. It visits each node once.
+    fn check_bounds(&self) {
+        let len = self.words.len();
+        assert_eq!(self.direct.len(), 1 << self.direct_bits);
+        // The reserved node that finished lanes step through.
+        assert!(len >= NODE_WORDS);
+        // Blocks of nodes still to check, as (word offset, node count).
+        let mut pending = Vec::new();
+        for &reference in &self.direct {
+            if reference & LEAF == 0 {
+                let inside = reference as usize + NODE_WORDS <= len;
+                assert!(inside, "node outside the trie");
+                pending.push((reference, 1));
+            } else {
+                assert!(
+                    ((reference & !LEAF) as usize) < len,
+                    "leaf outside the trie"
+                );
+            }
+        }
+        while let Some((first, count)) = pending.pop() {
+            let inside = first as usize + count * NODE_WORDS <= len;
+            assert!(inside, "children outside the trie");
+            for at in (0..count).map(|n| first + (n * NODE_WORDS) as u32) {
+                let node = self.node(at);
+                assert_eq!(node.vector & node.leafvec, 0, "slot is both child and leaf");
+                let leaves = !node.vector;
+                if leaves != 0 {
+                    // A leaf slot counts the runs up to it, and the first run starts at the
+                    // lowest leaf slot, so every leaf reference lands in `base0..base0 + runs`.
+                    assert_ne!(node.leafvec & leaves & leaves.wrapping_neg(), 0);
+                    assert!(node.base0 as usize + node.leafvec.count_ones() as usize <= len);
+                }
+                if node.vector != 0 {
+                    pending.push((node.base1, node.vector.count_ones() as usize));
+                }
+            }
         }
     }
 
@@ -301,20 +344,43 @@ impl Poptrie {
 
     #[inline]
     fn lookup<K: Key>(&self, key: K) -> u32 {
-        let mut cur = self.direct[key.slot(0, self.direct_bits)];
+        let mut cur = self.root(key);
         let mut offset = self.direct_bits;
         while cur & LEAF == 0 {
             cur = self.step(cur, key.slot(offset, STRIDE));
             offset += STRIDE;
         }
-        self.words[(cur & !LEAF) as usize]
+        self.leaf(cur)
+    }
+
+    /// Reads the direct-pointing slot of `key`.
+    #[inline(always)]
+    fn root<K: Key>(&self, key: K) -> u32 {
+        let slot = key.slot(0, self.direct_bits);
+        // SAFETY: `slot` has `direct_bits` bits, and `check_bounds` confirmed that `direct` has
+        // `1 << direct_bits` entries.
+        unsafe { *self.direct.get_unchecked(slot) }
+    }
+
+    /// Reads the value of the leaf that `reference` (tagged with `LEAF`) refers to.
+    #[inline(always)]
+    fn leaf(&self, reference: u32) -> u32 {
+        let at = (reference & !LEAF) as usize;
+        debug_assert!(at < self.words.len());
+        // SAFETY: leaf references come from the direct array or from `step` on a node, and
+        // `check_bounds` confirmed that both kinds point inside `words`.
+        unsafe { *self.words.get_unchecked(at) }
     }
 
     /// Reads the node at word offset `at`.
     #[inline(always)]
     fn node(&self, at: u32) -> Node {
         let at = at as usize;
-        let words = &self.words[at..at + NODE_WORDS];
+        debug_assert!(at + NODE_WORDS <= self.words.len());
+        // SAFETY: node references come from the direct array or from `step` on a node, and
+        // `check_bounds` confirmed that each such node lies inside `words`. The reserved node
+        // 0 does too.
+        let words = unsafe { self.words.get_unchecked(at..at + NODE_WORDS) };
         Node {
             vector: u64::from(words[0]) | u64::from(words[1]) << 32,
             leafvec: u64::from(words[2]) | u64::from(words[3]) << 32,
@@ -373,7 +439,7 @@ impl Poptrie {
             }
             let mut refs = [LEAF; LANES];
             for (reference, key) in refs.iter_mut().zip(group) {
-                *reference = self.direct[key.slot(0, self.direct_bits)];
+                *reference = self.root(*key);
                 self.prefetch(*reference);
             }
             let refs = &mut refs[..group.len()];
@@ -389,7 +455,7 @@ impl Poptrie {
                 offset += STRIDE;
             }
             for (value, &reference) in found.iter_mut().zip(refs.iter()) {
-                *value = self.words[(reference & !LEAF) as usize];
+                *value = self.leaf(reference);
             }
         }
     }
@@ -411,7 +477,7 @@ impl Poptrie {
                     lane.offset += STRIDE;
                     self.prefetch(lane.cur);
                 } else {
-                    out[lane.index] = self.words[(lane.cur & !LEAF) as usize];
+                    out[lane.index] = self.leaf(lane.cur);
                     *lane = self.start(keys, &mut next, n);
                     busy -= usize::from(lane.index >= n);
                 }
@@ -433,7 +499,7 @@ impl Poptrie {
         if let Some(ahead) = keys.get(*next + LANES) {
             prefetch_at(self.direct.as_ptr(), ahead.slot(0, self.direct_bits));
         }
-        let cur = self.direct[keys[*next].slot(0, self.direct_bits)];
+        let cur = self.root(keys[*next]);
         self.prefetch(cur);
         *next += 1;
         Lane {
@@ -739,6 +805,43 @@ mod tests {
 
     fn encode(v: Option<u32>) -> u32 {
         v.unwrap_or(NO_MATCH)
+    }
+
+    /// A trie with a /16 split by a /24, so the direct slot of 10.1.0.0 holds a node.
+    fn split_trie() -> Poptrie {
+        let table = CompiledTable::build(&[(v4("10.1.0.0"), 16, 1), (v4("10.1.2.0"), 24, 2)], &[]);
+        let trie = table.v4.clone();
+        trie.check_bounds();
+        trie
+    }
+
+    #[test]
+    #[should_panic(expected = "node outside the trie")]
+    fn bounds_check_rejects_a_node_past_the_end() {
+        let mut trie = split_trie();
+        let slot = (u64::from(v4("10.1.0.0")) << 32).slot(0, trie.direct_bits);
+        assert_eq!(trie.direct[slot] & LEAF, 0);
+        trie.direct[slot] = (trie.words.len() - NODE_WORDS + 1) as u32;
+        trie.check_bounds();
+    }
+
+    #[test]
+    #[should_panic(expected = "leaf outside the trie")]
+    fn bounds_check_rejects_a_leaf_past_the_end() {
+        let mut trie = split_trie();
+        trie.direct[0] = LEAF | trie.words.len() as u32;
+        trie.check_bounds();
+    }
+
+    #[test]
+    #[should_panic(expected = "children outside the trie")]
+    fn bounds_check_rejects_children_past_the_end() {
+        let mut trie = split_trie();
+        let slot = (u64::from(v4("10.1.0.0")) << 32).slot(0, trie.direct_bits);
+        let root = trie.direct[slot] as usize;
+        // A /24 under a /16 root leaves one child block of one node.
+        trie.words[root + 5] = (trie.words.len() - NODE_WORDS + 1) as u32;
+        trie.check_bounds();
     }
 
     #[test]
