@@ -807,7 +807,7 @@ mod tests {
         v.unwrap_or(NO_MATCH)
     }
 
-    /// A trie with a /16 split by a /24, so the direct slot of 10.1.0.0 holds a node.
+    /// A trie with a /16 split by a /24, so the direct slot of 10.1.0.0 refers to a node.
     fn split_trie() -> Poptrie {
         let table = CompiledTable::build(&[(v4("10.1.0.0"), 16, 1), (v4("10.1.2.0"), 24, 2)], &[]);
         let trie = table.v4.clone();
@@ -817,7 +817,7 @@ mod tests {
 
     #[test]
     #[should_panic(expected = "node outside the trie")]
-    fn bounds_check_rejects_a_node_past_the_end() {
+    fn bounds_check_rejects_node_past_end() {
         let mut trie = split_trie();
         let slot = (u64::from(v4("10.1.0.0")) << 32).slot(0, trie.direct_bits);
         assert_eq!(trie.direct[slot] & LEAF, 0);
@@ -827,7 +827,7 @@ mod tests {
 
     #[test]
     #[should_panic(expected = "leaf outside the trie")]
-    fn bounds_check_rejects_a_leaf_past_the_end() {
+    fn bounds_check_rejects_leaf_past_end() {
         let mut trie = split_trie();
         trie.direct[0] = LEAF | trie.words.len() as u32;
         trie.check_bounds();
@@ -835,7 +835,7 @@ mod tests {
 
     #[test]
     #[should_panic(expected = "children outside the trie")]
-    fn bounds_check_rejects_children_past_the_end() {
+    fn bounds_check_rejects_children_past_end() {
         let mut trie = split_trie();
         let slot = (u64::from(v4("10.1.0.0")) << 32).slot(0, trie.direct_bits);
         let root = trie.direct[slot] as usize;
