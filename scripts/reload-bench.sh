@@ -71,7 +71,13 @@ while kill -0 "$loader" 2>/dev/null; do
   sleep 1
 done
 wait "$loader"
-grep '"table reloaded"' "$out/server.log" | tail -n +"$((before + 1))" \
-  | grep -o '"build_ms":[0-9.]*' | sed 's/"build_ms"://' \
-  | sort -n | awk '{ v[NR] = $1 } END { if (NR) printf "reloads: %d, build ms median %.0f, max %.0f\n", NR, v[int((NR + 1) / 2)], v[NR] }'
+summary() {  # summary FIELD: median and max of a field of the reload log lines
+  grep '"table reloaded"' "$out/server.log" | tail -n +"$((before + 1))" \
+    | grep -o "\"$1\":[0-9.]*" | sed "s/\"$1\"://" | sort -n \
+    | awk -v field="$1" '{ v[NR] = $1 } END { if (NR) printf "reloads: %d, %s median %.0f, max %.0f\n", NR, field, v[int((NR + 1) / 2)], v[NR] }'
+}
+# build_ms is the read and build, reload_ms adds the settle wait and the
+# second hash up to the swap.
+summary build_ms
+summary reload_ms
 echo "results in $out"

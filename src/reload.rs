@@ -336,13 +336,22 @@ enum Outcome {
     },
     Unchanged {
         sources: Vec<PathBuf>,
+        content_hash: String,
     },
 }
 
 impl Outcome {
     fn sources(&self) -> &[PathBuf] {
         match self {
-            Outcome::Built { sources, .. } | Outcome::Unchanged { sources } => sources,
+            Outcome::Built { sources, .. } | Outcome::Unchanged { sources, .. } => sources,
+        }
+    }
+
+    /// SHA-256 of the files that the outcome was read from.
+    fn content_hash(&self) -> &str {
+        match self {
+            Outcome::Built { snapshot, .. } => &snapshot.content_hash,
+            Outcome::Unchanged { content_hash, .. } => content_hash,
         }
     }
 }
@@ -355,6 +364,8 @@ struct Reloader {
     /// reload removes.
     set_names: Vec<String>,
     last_failure: Option<String>,
+    /// When the latest reload began to read the config.
+    reload_started: Instant,
 }
 
 impl Reloader {
@@ -364,6 +375,7 @@ impl Reloader {
             settle,
             set_names: Vec::new(),
             last_failure: None,
+            reload_started: Instant::now(),
         }
     }
 
@@ -417,6 +429,7 @@ impl Reloader {
         let settle = self.settle;
         let generation = current.table.generation() + 1;
         let current_hash = (trigger != Trigger::Signal).then(|| current.content_hash.clone());
+        self.reload_started = Instant::now();
         let task = tokio::task::spawn_blocking(move || {
             build(&path, settle, generation, current_hash.as_deref())
         });
@@ -465,6 +478,7 @@ impl Reloader {
         let generation = snapshot.table.generation();
         let sets = describe_sets(&snapshot);
         let build_ms = snapshot.build_time.as_secs_f64() * 1000.0;
+        let reload_ms = self.reload_started.elapsed().as_secs_f64() * 1000.0;
         let prefixes = snapshot.table.prefix_count();
         let snapshot = Arc::new(snapshot);
         let old = self.state.replace_shared(snapshot.clone());
@@ -485,6 +499,7 @@ impl Reloader {
             prefixes,
             sets,
             build_ms,
+            reload_ms,
             "table reloaded"
         );
     }
@@ -558,64 +573,69 @@ fn describe_sets(snapshot: &Snapshot) -> String {
     text
 }
 
-/// Reads the config until stable and builds generation `generation` from it.
-/// Skips the build when the content hash equals `current_hash`. Blocks, so
-/// it runs on a blocking thread.
+/// Reads the config and builds generation `generation` from it, then keeps
+/// the result once its files still hash alike `settle` after the read, so a
+/// file caught mid-write is read again. Skips the build when the content hash
+/// equals `current_hash`. Blocks, so it runs on a blocking thread.
 fn build(
     path: &Path,
     settle: Duration,
     generation: u64,
     current_hash: Option<&str>,
 ) -> Result<Outcome, ConfigErrors> {
-    let (result, started) = load_stable(path, settle);
-    let loaded = result?;
-    let sources = loaded.sources.clone();
-    if current_hash == Some(loaded.content_hash.as_str()) {
-        return Ok(Outcome::Unchanged { sources });
-    }
-    let loaded_warnings = loaded.warnings.iter().map(ToString::to_string).collect();
-    Ok(Outcome::Built {
-        snapshot: Box::new(Snapshot::build(loaded, generation, started)),
-        loaded_warnings,
-        sources,
-    })
-}
-
-/// Loads the config until two reads `settle` apart agree, so a file caught
-/// mid-write is read again. Returns the last result and when its read began.
-fn load_stable(path: &Path, settle: Duration) -> (Result<Loaded, ConfigErrors>, Instant) {
     let mut started = Instant::now();
     let mut result = config::load(path);
     for _ in 0..MAX_SETTLE_READS {
-        let load_time = started.elapsed();
-        std::thread::sleep(settle);
+        let read_end = Instant::now();
+        let outcome = match result {
+            // The table is built during the settle wait, so that wait adds to
+            // the reload only where it outlasts the build.
+            Ok(loaded) => outcome_of(loaded, generation, started, current_hash),
+            Err(errors) => {
+                std::thread::sleep(settle);
+                started = Instant::now();
+                let next = config::load(path);
+                if matches!(&next, Err(again) if again.to_string() == errors.to_string()) {
+                    return Err(errors);
+                }
+                result = next;
+                continue;
+            }
+        };
+        std::thread::sleep(settle.saturating_sub(read_end.elapsed()));
         // A valid config is stable when its files still hash alike, which
         // costs a read and a hash instead of a second parse.
-        if let Ok(loaded) = &result {
-            let hash = config::hash_sources(&loaded.sources);
-            if hash.ok().as_deref() == Some(loaded.content_hash.as_str()) {
-                // Report the time the load took, not the wait for settling.
-                started = Instant::now() - load_time;
-                break;
-            }
+        let hash = config::hash_sources(outcome.sources());
+        if hash.ok().as_deref() == Some(outcome.content_hash()) {
+            return Ok(outcome);
         }
-        let next_started = Instant::now();
-        let next = config::load(path);
-        let stable = same_outcome(&result, &next);
-        result = next;
-        started = next_started;
-        if stable {
-            break;
-        }
+        started = Instant::now();
+        result = config::load(path);
     }
-    (result, started)
+    // The files kept changing, so the last read is used.
+    result.map(|loaded| outcome_of(loaded, generation, started, current_hash))
 }
 
-fn same_outcome(a: &Result<Loaded, ConfigErrors>, b: &Result<Loaded, ConfigErrors>) -> bool {
-    match (a, b) {
-        (Ok(a), Ok(b)) => a.content_hash == b.content_hash,
-        (Err(a), Err(b)) => a.to_string() == b.to_string(),
-        _ => false,
+/// Builds the table of `loaded`, unless its content matches `current_hash`.
+/// `started` is when the read of `loaded` began.
+fn outcome_of(
+    loaded: Loaded,
+    generation: u64,
+    started: Instant,
+    current_hash: Option<&str>,
+) -> Outcome {
+    let sources = loaded.sources.clone();
+    if current_hash == Some(loaded.content_hash.as_str()) {
+        return Outcome::Unchanged {
+            sources,
+            content_hash: loaded.content_hash,
+        };
+    }
+    let loaded_warnings = loaded.warnings.iter().map(ToString::to_string).collect();
+    Outcome::Built {
+        snapshot: Box::new(Snapshot::build(loaded, generation, started)),
+        loaded_warnings,
+        sources,
     }
 }
 

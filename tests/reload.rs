@@ -415,8 +415,17 @@ fn sighup_forces_reload() {
     let querier = Querier::start(&server);
 
     server.signal("HUP");
-    server.wait_for_log(|line| line["message"] == "table reloaded" && line["generation"] == 2);
+    let reloaded =
+        server.wait_for_log(|line| line["message"] == "table reloaded" && line["generation"] == 2);
     assert_eq!(query_version(&server), (2, 1));
+    // The swap waits until the files still hash alike 50 ms after the read.
+    let build_ms = reloaded["build_ms"].as_f64().unwrap();
+    let reload_ms = reloaded["reload_ms"].as_f64().unwrap();
+    assert!(reload_ms >= 50.0, "reload took {reload_ms} ms");
+    assert!(
+        reload_ms >= build_ms,
+        "reload {reload_ms} ms, build {build_ms} ms"
+    );
 
     querier.finish();
 }
