@@ -301,7 +301,11 @@ impl Poptrie {
     /// unchecked reads of `root`, `node` and `leaf` rely on. It visits each node once.
     fn check_bounds(&self) {
         let len = self.words.len();
-        assert_eq!(self.direct.len(), 1 << self.direct_bits);
+        // `root` shifts a key right by its size minus the width. With a width of 0 that shift
+        // overflows, and without overflow checks it leaves the whole key as the slot.
+        let width = self.direct_bits;
+        assert!((1..=32).contains(&width), "direct width outside 1..=32");
+        assert_eq!(self.direct.len(), 1 << width);
         // The reserved node that finished lanes step through.
         assert!(len >= NODE_WORDS);
         // Blocks of nodes still to check, as (word offset, node count).
@@ -357,8 +361,8 @@ impl Poptrie {
     #[inline(always)]
     fn root<K: Key>(&self, key: K) -> u32 {
         let slot = key.slot(0, self.direct_bits);
-        // SAFETY: `slot` has `direct_bits` bits, and `check_bounds` confirmed that `direct` has
-        // `1 << direct_bits` entries.
+        // SAFETY: `check_bounds` confirmed that `direct_bits` is in 1..=32, so `slot` has
+        // `direct_bits` bits, and that `direct` has `1 << direct_bits` entries.
         unsafe { *self.direct.get_unchecked(slot) }
     }
 
@@ -842,6 +846,12 @@ mod tests {
         // A /24 under a /16 root leaves one child block of one node.
         trie.words[root + 5] = (trie.words.len() - NODE_WORDS + 1) as u32;
         trie.check_bounds();
+    }
+
+    #[test]
+    #[should_panic(expected = "direct width outside 1..=32")]
+    fn bounds_check_rejects_zero_width() {
+        CompiledTable::build_with(&[], &[], 0, 8);
     }
 
     #[test]
