@@ -308,6 +308,7 @@ impl Poptrie {
         assert_eq!(self.direct.len(), 1 << width);
         // The reserved node that finished lanes step through.
         assert!(len >= NODE_WORDS);
+
         // Blocks of nodes still to check, as (word offset, node count).
         let mut pending = Vec::new();
         for &reference in &self.direct {
@@ -322,6 +323,7 @@ impl Poptrie {
                 );
             }
         }
+
         while let Some((first, count)) = pending.pop() {
             let inside = first as usize + count * NODE_WORDS <= len;
             assert!(inside, "children outside the trie");
@@ -332,9 +334,13 @@ impl Poptrie {
                 if leaves != 0 {
                     // A leaf slot counts the runs up to it, and the first run starts at the
                     // lowest leaf slot, so every leaf reference lands in `base0..base0 + runs`.
-                    assert_ne!(node.leafvec & leaves & leaves.wrapping_neg(), 0);
-                    assert!(node.base0 as usize + node.leafvec.count_ones() as usize <= len);
+                    let first_run = node.leafvec & leaves & leaves.wrapping_neg();
+                    assert_ne!(first_run, 0, "lowest leaf slot starts no run");
+                    let inside = node.base0 as usize + node.leafvec.count_ones() as usize <= len;
+                    assert!(inside, "leaves outside the trie");
                 }
+                // A child slot counts the children up to and including it, so every child
+                // reference lands on one of the `vector.count_ones()` nodes of the block.
                 if node.vector != 0 {
                     pending.push((node.base1, node.vector.count_ones() as usize));
                 }
@@ -371,8 +377,9 @@ impl Poptrie {
     fn leaf(&self, reference: u32) -> u32 {
         let at = (reference & !LEAF) as usize;
         debug_assert!(at < self.words.len());
-        // SAFETY: leaf references come from the direct array or from `step` on a node, and
-        // `check_bounds` confirmed that both kinds point inside `words`.
+        // SAFETY: leaf references come from the direct array or from `step` on a node that
+        // `check_bounds` visited, and it confirmed that both kinds point inside `words`. The
+        // words of node 0 are unchecked, so `lookup_rounds` discards what `step` returns for it.
         unsafe { *self.words.get_unchecked(at) }
     }
 
@@ -381,9 +388,10 @@ impl Poptrie {
     fn node(&self, at: u32) -> Node {
         let at = at as usize;
         debug_assert!(at + NODE_WORDS <= self.words.len());
-        // SAFETY: node references come from the direct array or from `step` on a node, and
-        // `check_bounds` confirmed that each such node lies inside `words`. The reserved node
-        // 0 does too.
+        // SAFETY: node references come from the direct array or from `step` on a node that
+        // `check_bounds` visited, and it confirmed that each such node lies inside `words`.
+        // The reserved node 0 does too, because `check_bounds` confirmed that `words` has at
+        // least `NODE_WORDS` words.
         let words = unsafe { self.words.get_unchecked(at..at + NODE_WORDS) };
         Node {
             vector: u64::from(words[0]) | u64::from(words[1]) << 32,
@@ -451,6 +459,8 @@ impl Poptrie {
             while refs.iter().any(|&reference| reference & LEAF == 0) {
                 for (reference, key) in refs.iter_mut().zip(group) {
                     let leaf = *reference & LEAF != 0;
+                    // The words of node 0 are unchecked, so the select below must drop the
+                    // reference that `step` returns for it.
                     let node = if leaf { 0 } else { *reference };
                     let next = self.step(node, key.slot(offset, STRIDE));
                     *reference = if leaf { *reference } else { next };
@@ -845,6 +855,34 @@ mod tests {
         let root = trie.direct[slot] as usize;
         // A /24 under a /16 root leaves one child block of one node.
         trie.words[root + 5] = (trie.words.len() - NODE_WORDS + 1) as u32;
+        trie.check_bounds();
+    }
+
+    /// Returns the word offset of the root node in `split_trie`, which has one child at slot 0
+    /// and one run of leaves that starts at slot 1.
+    fn split_root(trie: &Poptrie) -> usize {
+        let slot = (u64::from(v4("10.1.0.0")) << 32).slot(0, trie.direct_bits);
+        let root = trie.direct[slot] as usize;
+        assert_eq!(trie.words[root..root + 4], [1, 0, 1 << 1, 0]);
+        root
+    }
+
+    #[test]
+    #[should_panic(expected = "leaves outside the trie")]
+    fn bounds_check_rejects_leaves_past_end() {
+        let mut trie = split_trie();
+        let root = split_root(&trie);
+        trie.words[root + 4] = trie.words.len() as u32;
+        trie.check_bounds();
+    }
+
+    #[test]
+    #[should_panic(expected = "lowest leaf slot starts no run")]
+    fn bounds_check_rejects_missing_first_run() {
+        let mut trie = split_trie();
+        let root = split_root(&trie);
+        // Slot 1 would then count no run, and `step` would return the word before `base0`.
+        trie.words[root + 2] = 0;
         trie.check_bounds();
     }
 
