@@ -4,23 +4,26 @@
 # with the same load without reloads.
 #
 # Usage: scripts/reload-bench.sh [--v4 N] [--v6 N] [-d SECS] [--port PORT]
+#                                [--debounce DURATION]
 #   --v4 N, --v6 N  synthetic table size (default 1000000 and 100000), made
 #                   by the peer harness's gen_large.py
 #   -d SECS         length of each load (default 10)
 #   --port PORT     loopback port for ipclass (default 18096)
+#   --debounce DURATION  the server's --reload-debounce (default 50ms)
 # Environment: PEERS_DIR (the peer harness folder; default ../shared/peers).
 # Writes results/reload-<UTC time>/: the table, config, server log, and
 # steady.txt and reloading.txt from the load generator.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-v4=1000000 v6=100000 duration=10 port=18096
+v4=1000000 v6=100000 duration=10 port=18096 debounce=50ms
 while (($#)); do
   case "$1" in
     --v4) v4=$2; shift 2 ;;
     --v6) v6=$2; shift 2 ;;
     -d) duration=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
+    --debounce) debounce=$2; shift 2 ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "reload-bench: unknown argument $1; see --help" >&2; exit 2 ;;
   esac
@@ -40,7 +43,7 @@ files = ["$table"]
 TOML
 
 "$repo/target/release/ipclass" --log-format json serve --config "$out/large.toml" \
-  --listen "127.0.0.1:$port" --reload-debounce 50ms 2>"$out/server.log" &
+  --listen "127.0.0.1:$port" --reload-debounce "$debounce" 2>"$out/server.log" &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
 deadline=$((SECONDS + 120))

@@ -574,8 +574,8 @@ fn describe_sets(snapshot: &Snapshot) -> String {
 }
 
 /// Reads the config and builds generation `generation` from it, then keeps
-/// the result once its files still hash alike `settle` after the read, so a
-/// file caught mid-write is read again. Skips the build when the content hash
+/// the result once its files still hash alike `settle` after the last file
+/// was read, so a file caught mid-write is read again. Skips the build when the content hash
 /// equals `current_hash`. Blocks, so it runs on a blocking thread.
 fn build(
     path: &Path,
@@ -584,21 +584,20 @@ fn build(
     current_hash: Option<&str>,
 ) -> Result<Outcome, ConfigErrors> {
     let mut started = Instant::now();
-    let mut result = config::load(path);
+    let (mut result, mut read_end) = config::load_timing_reads(path);
     for _ in 0..MAX_SETTLE_READS {
-        let read_end = Instant::now();
         let outcome = match result {
             // The table is built during the settle wait, so that wait adds to
-            // the reload only where it outlasts the build.
+            // the reload only where it outlasts the parse and the build.
             Ok(loaded) => outcome_of(loaded, generation, started, current_hash),
             Err(errors) => {
                 std::thread::sleep(settle);
                 started = Instant::now();
-                let next = config::load(path);
+                let (next, next_read_end) = config::load_timing_reads(path);
                 if matches!(&next, Err(again) if again.to_string() == errors.to_string()) {
                     return Err(errors);
                 }
-                result = next;
+                (result, read_end) = (next, next_read_end);
                 continue;
             }
         };
@@ -610,7 +609,7 @@ fn build(
             return Ok(outcome);
         }
         started = Instant::now();
-        result = config::load(path);
+        (result, read_end) = config::load_timing_reads(path);
     }
     // The files kept changing, so the last read is used.
     result.map(|loaded| outcome_of(loaded, generation, started, current_hash))

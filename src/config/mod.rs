@@ -14,6 +14,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use ip_network::IpNetwork;
 use sha2::{Digest, Sha256};
@@ -48,18 +49,36 @@ pub struct Loaded {
 
 /// Reads and validates the config at `path` and the list files it names.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
-    let text = read_bounded(path).map_err(|error| ConfigErrors {
-        path: path.to_owned(),
-        errors: vec![Diagnostic {
-            location: Location {
+    load_timing_reads(path).0
+}
+
+/// Runs [`load`] and also returns when its last file read ended, which for
+/// a large list comes well before the parse ends.
+pub fn load_timing_reads(path: &Path) -> (Result<Loaded, ConfigErrors>, Instant) {
+    let text = match read_bounded(path) {
+        Ok(text) => text,
+        Err(error) => {
+            let errors = ConfigErrors {
                 path: path.to_owned(),
-                line: None,
-            },
-            problem: read_problem(path.to_owned(), &error),
-        }],
-        warnings: Vec::new(),
-    })?;
-    parse(&text, path, &mut |list| read_bounded(list))
+                errors: vec![Diagnostic {
+                    location: Location {
+                        path: path.to_owned(),
+                        line: None,
+                    },
+                    problem: read_problem(path.to_owned(), &error),
+                }],
+                warnings: Vec::new(),
+            };
+            return (Err(errors), Instant::now());
+        }
+    };
+    let mut last_read = Instant::now();
+    let result = parse(&text, path, &mut |list| {
+        let text = read_bounded(list);
+        last_read = Instant::now();
+        text
+    });
+    (result, last_read)
 }
 
 /// Reads a UTF-8 file of at most [`MAX_FILE_BYTES`] bytes. A larger file
