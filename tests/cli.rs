@@ -255,6 +255,49 @@ fn check_rejects_oversize_list_file() {
     assert!(!stderr.contains("check that the file exists"), "{start}");
 }
 
+/// A FIFO or a device in place of a list file is rejected at once. Opening a
+/// FIFO without a writer would otherwise block the check for good.
+#[test]
+fn check_rejects_list_file_not_regular() {
+    let (dir, config) = config_dir();
+    let list = dir.path.join("vpn.txt");
+    std::fs::remove_file(&list).expect("remove list file");
+    let status = Command::new("mkfifo")
+        .arg(&list)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success());
+
+    let child = Command::new(binary())
+        .args(["check", "--config", &config])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ipclass");
+    let (sender, receiver) = mpsc::channel();
+    let id = child.id();
+    thread::spawn(move || sender.send(child.wait_with_output()));
+    let Ok(output) = receiver.recv_timeout(LOG_TIMEOUT) else {
+        let _ = Command::new("kill").args(["-9", &id.to_string()]).status();
+        panic!("check did not finish within {LOG_TIMEOUT:?} on a FIFO");
+    };
+    let output = output.expect("wait for ipclass");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{config}:15: cannot read ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(!stderr.contains("check that the file exists"), "{stderr}");
+
+    std::fs::remove_file(&list).expect("remove FIFO");
+    std::os::unix::fs::symlink("/dev/null", &list).expect("link to /dev/null");
+    let output = run(&["check", "--config", &config]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("not a regular file"));
+}
+
 /// A list file saved in another encoding, such as Latin-1, gets advice to
 /// re-save it rather than to check that it exists.
 #[test]

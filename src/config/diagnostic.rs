@@ -31,6 +31,8 @@ pub enum Problem {
     NotUtf8 { path: PathBuf, offset: usize },
     #[error("cannot read {path}: the file is larger than the {max_mib} MiB limit; split its prefixes across several list files under `files`")]
     TooLarge { path: PathBuf, max_mib: u64 },
+    #[error("cannot read {path}: it is not a regular file but a folder, FIFO, socket or device; name a regular file")]
+    NotRegularFile { path: PathBuf },
     #[error("invalid TOML: {0}")]
     Syntax(String),
     #[error("unknown key {key:?} {place}; allowed keys are {allowed}")]

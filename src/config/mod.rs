@@ -82,10 +82,12 @@ pub fn load_timing_reads(path: &Path) -> (Result<Loaded, ConfigErrors>, Instant)
 }
 
 /// Reads a UTF-8 file of at most [`MAX_FILE_BYTES`] bytes. A larger file
-/// fails with [`io::ErrorKind::FileTooLarge`], and text that is not UTF-8
-/// with [`io::ErrorKind::InvalidData`] around a [`std::str::Utf8Error`].
+/// fails with [`io::ErrorKind::FileTooLarge`], text that is not UTF-8 with
+/// [`io::ErrorKind::InvalidData`] around a [`std::str::Utf8Error`], and
+/// anything but a regular file (after symlinks) with
+/// [`io::ErrorKind::InvalidInput`].
 fn read_bounded(path: &Path) -> io::Result<String> {
-    let file = fs::File::open(path)?;
+    let file = open_regular(path)?;
     // Reserving the size up front saves copying a large file while the
     // buffer doubles. A file that grows meanwhile still reads whole.
     let size = file.metadata().map_or(0, |metadata| metadata.len());
@@ -101,6 +103,27 @@ fn read_bounded(path: &Path) -> io::Result<String> {
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.utf8_error()))
 }
 
+/// Opens `path` for reading if it is a regular file. The open does not
+/// block, so a FIFO without a writer is rejected instead of stalling a
+/// reload, and a device never reaches the read.
+fn open_regular(path: &Path) -> io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path)?;
+    if file.metadata()?.is_file() {
+        Ok(file)
+    } else {
+        Err(io::Error::new(io::ErrorKind::InvalidInput, NotRegularFile))
+    }
+}
+
+/// Error of [`open_regular`] for a path that is not a regular file.
+#[derive(Debug, thiserror::Error)]
+#[error("not a regular file")]
+struct NotRegularFile;
+
 /// Describes a failed read of `path`, with advice that fits the cause.
 fn read_problem(path: PathBuf, error: &io::Error) -> Problem {
     let utf8_error = error
@@ -109,6 +132,12 @@ fn read_problem(path: PathBuf, error: &io::Error) -> Problem {
     if let Some(utf8_error) = utf8_error {
         let offset = utf8_error.valid_up_to();
         return Problem::NotUtf8 { path, offset };
+    }
+    if error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<NotRegularFile>())
+    {
+        return Problem::NotRegularFile { path };
     }
     if error.kind() == io::ErrorKind::FileTooLarge {
         let max_mib = MAX_FILE_BYTES / (1024 * 1024);
