@@ -26,12 +26,16 @@ fn main() -> ExitCode {
                     return ExitCode::from(cli::EXIT_RUNTIME_FAILURE);
                 }
             };
-            runtime.block_on(async {
+            let code = runtime.block_on(async {
                 // Registered before the server starts, because a signal that
                 // arrives before registration kills the process at once.
                 let shutdown = shutdown_signal();
                 cli::serve(&serve, shutdown).await
-            })
+            });
+            // A reload may still be reading files or waiting out its settle
+            // period on a blocking thread, and the process exits without it.
+            runtime.shutdown_background();
+            code
         }
     }
 }
