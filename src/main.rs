@@ -41,7 +41,10 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The file-watching library warns about watches that a rename or delete
+    // already removed, which every editor save causes.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,notify=error,inotify=error"));
     // Colour codes only help a person at a terminal; in a file or journald
     // they are noise around every field.
     let builder = tracing_subscriber::fmt()
