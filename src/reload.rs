@@ -244,6 +244,10 @@ impl WatchSet {
             names: BTreeSet::new(),
         };
         for path in std::iter::once(config).chain(sources.iter().map(PathBuf::as_path)) {
+            // The event of a watched folder moving names it by its absolute
+            // path, which a relative path would never match.
+            let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+            let path = path.as_path();
             watch.files.insert(path.to_owned());
             watch.folders.insert(folder_of(path).to_owned());
             if let Some(name) = path.file_name() {

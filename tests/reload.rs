@@ -667,6 +667,29 @@ fn removed_folder_fails_watcher_until_restored() {
     assert_eq!(body["watcher"]["error"], "");
 }
 
+/// A config folder renamed away fails the watcher also when the config is
+/// named by a relative path, although the move event gives an absolute one.
+#[test]
+fn renamed_folder_of_relative_config_fails_watcher() {
+    let dir = TempDir::new("reload-folder-relative");
+    let folder = dir.path.join("conf");
+    fs::create_dir(&folder).unwrap();
+    fs::write(folder.join("c.toml"), config_text(1)).unwrap();
+    let chdir = format!("--chdir={}", dir.path.display());
+    let server = Server::start_wrapped(&["env", &chdir], Path::new("conf/c.toml"), FAST_RELOAD);
+
+    fs::rename(&folder, dir.path.join("conf.old")).unwrap();
+    let body = await_json(&server.url("/readyz"), |body| {
+        body["watcher"]["healthy"] == false
+    });
+    let error = body["watcher"]["error"].as_str().unwrap();
+    assert!(error.contains("conf"), "watcher error {error:?}");
+
+    fs::create_dir(&folder).unwrap();
+    fs::write(folder.join("c.toml"), config_text(6)).unwrap();
+    await_version(&server, 1, 6);
+}
+
 /// A folder renamed away and created again, as `mv conf conf.old; mkdir
 /// conf` does, gets its watch back without waiting for the periodic check,
 /// which [`FAST_RELOAD`] puts an hour away.
