@@ -850,7 +850,9 @@ mod tests {
     #[test]
     fn relative_config_watches_current_folder() {
         let watch = WatchSet::new(Path::new("ipclass.toml"), &[]);
-        assert!(watch.folders.contains(Path::new(".")));
+        let current = std::env::current_dir().unwrap();
+        assert!(watch.folders.contains(&current), "{:?}", watch.folders);
+        assert!(watch.files.contains(&current.join("ipclass.toml")));
     }
 
     #[test]
