@@ -159,6 +159,24 @@ fn in_flight_request_finishes() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// A SIGHUP reload reads the config at once and then waits out
+/// `--reload-debounce` before it keeps the table. Shutdown does not wait
+/// for that reload.
+#[test]
+fn settling_reload_does_not_delay_exit() {
+    let dir = TempDir::new("shutdown-settling");
+    let config = dir.write("ipclass.toml", CONFIG);
+    let mut server = Server::start(&config, &["--reload-debounce", "60s"]);
+
+    server.signal("HUP");
+    server.wait_for_log(|line| line["message"] == "signal received; reloading the config");
+    server.signal("TERM");
+    let status = server
+        .wait_exit(PROMPT_EXIT)
+        .expect("a settling reload does not hold the exit");
+    assert_eq!(status.code(), Some(0));
+}
+
 #[test]
 fn idle_connections_do_not_delay_exit() {
     let dir = TempDir::new("shutdown-idle");

@@ -821,7 +821,7 @@ mod tests {
         v.unwrap_or(NO_MATCH)
     }
 
-    /// A trie with a /16 split by a /24, so the direct slot of 10.1.0.0 refers to a node.
+    /// Builds a trie with a /16 split by a /24, so the direct slot of 10.1.0.0 refers to a node.
     fn split_trie() -> Poptrie {
         let table = CompiledTable::build(&[(v4("10.1.0.0"), 16, 1), (v4("10.1.2.0"), 24, 2)], &[]);
         let trie = table.v4.clone();
