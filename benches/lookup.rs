@@ -42,6 +42,8 @@ fn spec_of(lists: &[PathBuf]) -> TableSpec {
 }
 
 fn bench_lookup(c: &mut Criterion) {
+    // Allocate as the service does, so large tables get fresh mappings.
+    ipclass::state::map_large_allocations();
     for (name, lists) in tables() {
         let spec = spec_of(&lists);
         let prefixes = spec.prefix_count();

@@ -3,6 +3,7 @@
 //! bitmap locates children and whose `leafvec` bitmap, with popcount, compresses runs of equal leaves.
 //! Chosen over DXR (not built here) for one dependent load per 6 bits instead of a binary search.
 //! Nodes and leaves share one array, with the leaves of each top-level node right after it.
+//! Arrays of 4 MiB or more get `MADV_HUGEPAGE`, so random lookups miss the TLB less.
 
 /// Tag bit of a reference meaning "word offset of a leaf" rather than "word offset of a node".
 const LEAF: u32 = 1 << 31;
@@ -286,8 +287,7 @@ impl Poptrie {
             words: vec![0; NODE_WORDS],
         };
         let direct = builder.build_direct(direct_bits);
-        let mut words = builder.words;
-        words.shrink_to_fit();
+        let words = on_huge_pages(builder.words);
         let trie = Poptrie {
             direct_bits,
             direct,
@@ -544,6 +544,45 @@ fn prefetch_at(base: *const u32, index: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (base, index);
+}
+
+/// Size of a transparent huge page on x86-64 and of the common arm64 configuration.
+const HUGE_PAGE: usize = 2 << 20;
+
+/// Moves `words` into a fresh allocation whose whole 2 MiB pages the kernel is asked to back
+/// with huge pages before they are first written. A lookup on a large table reads a few
+/// random words out of tens of MiB, and with 4 KiB pages most of those reads also miss the
+/// TLB. On the 1M-prefix synthetic table, batch lookups took 0.75-0.81x the time in three
+/// interleaved pairs of runs, and the move added about 4 ms per family to the build. The
+/// request is only advice: without transparent huge pages it changes nothing.
+fn on_huge_pages(words: Vec<u32>) -> Vec<u32> {
+    let bytes = words.len() * size_of::<u32>();
+    if bytes < 2 * HUGE_PAGE {
+        let mut words = words;
+        words.shrink_to_fit();
+        return words;
+    }
+    let mut moved = Vec::with_capacity(words.len());
+    #[cfg(target_os = "linux")]
+    {
+        let start = moved.as_ptr() as usize;
+        let first = start.next_multiple_of(HUGE_PAGE);
+        let last = (start + bytes) / HUGE_PAGE * HUGE_PAGE;
+        if first < last {
+            // SAFETY: the range lies inside the allocation of `moved`, which nothing reads
+            // yet, and this advice changes how its pages are backed, never their contents.
+            // A kernel that refuses it leaves the pages as they were.
+            unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+    }
+    moved.extend_from_slice(&words);
+    moved
 }
 
 /// Builds nodes and leaves depth-first. A node's leaves come right before its block of
@@ -1090,6 +1129,56 @@ mod tests {
             let addrs = probes.iter().map(|&(b, r, k)| near(b, r, k)).collect();
             (prefixes, addrs)
         })
+    }
+
+    /// Reads the `VmFlags` of the mapping that contains `address` from `/proc/self/smaps`.
+    #[cfg(target_os = "linux")]
+    fn mapping_flags(address: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line
+                .split_whitespace()
+                .next()
+                .and_then(|r| r.split_once('-'));
+            let bounds = range.and_then(|(start, end)| {
+                let start = usize::from_str_radix(start, 16).ok()?;
+                Some((start, usize::from_str_radix(end, 16).ok()?))
+            });
+            if let Some((start, end)) = bounds {
+                inside = (start..end).contains(&address);
+            } else if let Some(flags) = line.strip_prefix("VmFlags:").filter(|_| inside) {
+                return flags.trim().to_owned();
+            }
+        }
+        panic!("no mapping contains {address:#x}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn large_trie_is_advised_for_huge_pages() {
+        // /24 prefixes scattered over the address space give each a node of its own.
+        let p4: Vec<_> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) & 0xffff_ff00, 24, 1))
+            .collect();
+        let table = CompiledTable::build(&p4, &[]);
+        let words = &table.v4.words;
+        let bytes = words.len() * size_of::<u32>();
+        assert!(bytes >= 2 * HUGE_PAGE, "trie of {bytes} bytes");
+        // The middle of a mapping of two huge pages or more lies in a whole huge page.
+        let middle = words.as_ptr() as usize + bytes / 2;
+        let flags = mapping_flags(middle);
+        assert!(
+            flags.split(' ').any(|flag| flag == "hg"),
+            "VmFlags: {flags}"
+        );
+
+        let small = CompiledTable::build(&p4[..10], &[]);
+        let flags = mapping_flags(small.v4.words.as_ptr() as usize);
+        assert!(
+            !flags.split(' ').any(|flag| flag == "hg"),
+            "VmFlags: {flags}"
+        );
     }
 
     /// Debug builds run far fewer cases, because each case builds tables with
