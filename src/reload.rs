@@ -2,19 +2,20 @@
 //! they change.
 //!
 //! File events, SIGHUP and a periodic content-hash check all start the same
-//! reload: read the files until two reads agree, build the table on a
-//! blocking thread, and install it with one atomic store. A failed reload
+//! reload: wait until no writer has a changed file open, read the files
+//! until two reads agree, build the table on a blocking thread, and install
+//! it with one atomic store. A failed reload
 //! keeps the current table. The table module has no part in this.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
-use notify::event::{AccessKind, AccessMode, EventKind};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
@@ -34,6 +35,10 @@ const WATCHER_UP: &str = "ipclass_config_watcher_up";
 /// Reads of one reload after the first, at most, while the files keep
 /// changing. The last read is used if they never agree.
 const MAX_SETTLE_READS: u32 = 10;
+
+/// Time a file may stay open for writing, with no change, before a reload
+/// stops waiting for its writer to close it.
+const OPEN_WRITE_LIMIT: Duration = Duration::from_secs(30);
 
 /// Bounds of the pause between attempts to restart a failed watcher. The
 /// first pause is the debounce period within these bounds, and each failed
@@ -182,8 +187,8 @@ async fn run(mut reloader: Reloader, settings: ReloadSettings, watching: Watchin
             // until it exists again, and nothing else reports when it does.
             () = tokio::time::sleep(retry), if watcher.is_none() => Trigger::WatchRetry,
         };
-        if trigger == Trigger::FileEvent {
-            debounce(&mut receiver, settings.debounce).await;
+        if trigger == Trigger::FileEvent || reloader.writes.pending().is_some() {
+            debounce(&mut receiver, settings.debounce, &reloader.writes).await;
         }
 
         // Watches go up again before the read, so a change made during the
@@ -221,9 +226,66 @@ async fn next_hangup(hangup: &mut Option<Signal>) {
     }
 }
 
-/// Waits until no event has arrived for `quiet`, dropping the burst.
-async fn debounce(receiver: &mut UnboundedReceiver<WatchMessage>, quiet: Duration) {
-    while let Ok(Some(_)) = tokio::time::timeout(quiet, receiver.recv()).await {}
+/// Waits until no event has arrived for `quiet` and no writer holds a file
+/// open, dropping the burst.
+async fn debounce(
+    receiver: &mut UnboundedReceiver<WatchMessage>,
+    quiet: Duration,
+    writes: &OpenWrites,
+) {
+    let mut waiting_for = None;
+    loop {
+        while let Ok(Some(_)) = tokio::time::timeout(quiet, receiver.recv()).await {}
+        let Some(file) = writes.pending() else {
+            return;
+        };
+        // A writer such as `sort > list.txt` truncates the file long before it
+        // writes, so a quiet file that is still open is not complete.
+        if waiting_for.as_ref() != Some(&file) {
+            tracing::info!(file = %file.display(), "waiting for the writer to close the file before reloading");
+            waiting_for = Some(file);
+        }
+    }
+}
+
+/// Files that a writer changed and has not closed since, as inotify reports
+/// them, with the time of the latest change. A close after writing, a
+/// removal or a rename of the file ends its entry.
+#[derive(Debug, Clone, Default)]
+struct OpenWrites(Arc<Mutex<HashMap<PathBuf, Instant>>>);
+
+impl OpenWrites {
+    fn note(&self, event: &Event) {
+        let mut files = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for path in &event.paths {
+            match event.kind {
+                EventKind::Modify(ModifyKind::Data(_)) => {
+                    files.insert(path.clone(), Instant::now());
+                }
+                EventKind::Access(AccessKind::Close(AccessMode::Write))
+                | EventKind::Remove(_)
+                | EventKind::Modify(ModifyKind::Name(_)) => {
+                    files.remove(path);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Returns a file that a writer still has open. A file unchanged for
+    /// [`OPEN_WRITE_LIMIT`] is dropped with a warning, because some writers
+    /// never close a file, and a truncate by path raises no close.
+    fn pending(&self) -> Option<PathBuf> {
+        let mut files = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        files.retain(|file, changed| {
+            let idle = changed.elapsed() >= OPEN_WRITE_LIMIT;
+            if idle {
+                tracing::warn!(file = %file.display(), "file open for writing but unchanged for 30 s; reloading without waiting for its writer");
+            }
+            !idle
+        });
+        files.keys().next().cloned()
+    }
 }
 
 /// The files and folders to watch for one config.
@@ -304,12 +366,19 @@ fn folder_of(path: &Path) -> &Path {
 fn start_watcher(
     watch: &WatchSet,
     sender: &UnboundedSender<WatchMessage>,
+    writes: &OpenWrites,
 ) -> Result<RecommendedWatcher, String> {
     let filter = watch.clone();
     let sender = sender.clone();
+    let writes = writes.clone();
     let handler = move |result: notify::Result<Event>| {
         let message = match result {
-            Ok(event) if filter.is_relevant(&event) => WatchMessage::Changed,
+            Ok(event) if filter.is_relevant(&event) => {
+                // Noted before the message goes out, so the reload task never
+                // reads the message without the write behind it.
+                writes.note(&event);
+                WatchMessage::Changed
+            }
             Ok(_) => return,
             Err(error) => WatchMessage::Failed(error.to_string()),
         };
@@ -370,6 +439,8 @@ struct Reloader {
     last_failure: Option<String>,
     /// When the latest reload began to read the config.
     reload_started: Instant,
+    /// Files that a writer still has open, as the watcher reports them.
+    writes: OpenWrites,
 }
 
 impl Reloader {
@@ -380,6 +451,7 @@ impl Reloader {
             set_names: Vec::new(),
             last_failure: None,
             reload_started: Instant::now(),
+            writes: OpenWrites::default(),
         }
     }
 
@@ -393,7 +465,7 @@ impl Reloader {
         previous: Option<RecommendedWatcher>,
     ) -> Option<RecommendedWatcher> {
         let was_failed = self.state.reload_status().watcher_error.is_some();
-        match start_watcher(watch, sender) {
+        match start_watcher(watch, sender, &self.writes) {
             Ok(watcher) => {
                 drop(previous);
                 if was_failed {
@@ -444,6 +516,12 @@ impl Reloader {
                 return None;
             }
         };
+        // A writer opened a file during the read. Its event is queued, and
+        // the reload it starts waits for the file to be closed.
+        if let Some(file) = self.writes.pending() {
+            tracing::info!(file = %file.display(), "file opened for writing during the reload; reloading after it is closed");
+            return None;
+        }
         match outcome {
             Ok(outcome) => Some(outcome),
             Err(errors) => {

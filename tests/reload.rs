@@ -467,11 +467,28 @@ fn poll_finds_change_without_event() {
     );
 }
 
+/// Returns whether the log so far has a line containing `text`.
+fn logged(server: &Server, text: &str) -> bool {
+    server
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|line| line.contains(text))
+}
+
+fn await_writer_wait(server: &mut Server, file: &str) {
+    server.wait_for_log(|line| {
+        line["message"] == "waiting for the writer to close the file before reloading"
+            && line["file"].as_str().is_some_and(|f| f.ends_with(file))
+    });
+}
+
 #[test]
 fn half_written_file_keeps_table() {
     let dir = TempDir::new("reload-halves");
     let config = dir.write("c.toml", &config_text(1));
-    let server = Server::start(&config, FAST_RELOAD);
+    let mut server = Server::start(&config, FAST_RELOAD);
     let querier = Querier::start(&server);
 
     let full = config_text(2);
@@ -479,13 +496,43 @@ fn half_written_file_keeps_table() {
     let mut file = fs::File::create(&config).unwrap();
     file.write_all(&full.as_bytes()[..cut]).unwrap();
     file.flush().unwrap();
-    await_failure(&server, 1, 1, &["c.toml:7", "invalid TOML"]);
+    // The half is never read while its writer has the file open.
+    await_writer_wait(&mut server, "c.toml");
+    assert_eq!(query_version(&server), (1, 1));
     file.write_all(&full.as_bytes()[cut..]).unwrap();
-    file.flush().unwrap();
     drop(file);
     await_version(&server, 1, 2);
+    assert!(!logged(&server, "config reload failed"));
 
     querier.finish();
+}
+
+/// `sort new > marker.txt` truncates the list at once and writes it only
+/// when the sort ends, after a pause that can outlast any quiet period. A
+/// SIGHUP at the truncate must not serve the empty list either.
+#[test]
+fn truncated_list_waits_for_its_writer() {
+    for hangup in [false, true] {
+        let dir = TempDir::new("reload-truncate");
+        dir.write("marker.txt", "192.0.2.1/32\n");
+        let config = dir.write("c.toml", &config_with_list());
+        let mut server = Server::start(&config, FAST_RELOAD);
+        assert_eq!(query_version(&server), (1, 1));
+
+        let mut file = fs::File::create(dir.path.join("marker.txt")).unwrap();
+        if hangup {
+            server.signal("HUP");
+        }
+        await_writer_wait(&mut server, "marker.txt");
+        assert_eq!(query_version(&server), (1, 1));
+        file.write_all(b"192.0.2.9/32\n").unwrap();
+        drop(file);
+        await_version(&server, 1, 9);
+        assert!(
+            !logged(&server, "marker: 0 IPv4"),
+            "the empty list was served"
+        );
+    }
 }
 
 /// Breaks the config with `broken`, checks the failure names `parts`, then
