@@ -104,6 +104,12 @@ pub struct ServeArgs {
     /// Number of runtime worker threads; default: one per CPU core.
     #[arg(long, env = "IPCLASS_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,
+
+    /// Time slice the Linux scheduler (EEVDF, 6.12 or later) gives each
+    /// runtime thread, from 100us to 100ms, such as 100us. A short slice lets
+    /// a woken thread preempt its callers sooner when they share the cores.
+    #[arg(long, env = "IPCLASS_SCHED_SLICE", value_parser = parse_sched_slice)]
+    pub sched_slice: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +149,17 @@ fn parse_poll_interval(text: &str) -> Result<Duration, String> {
         Ok(interval) if !interval.is_zero() => Ok(interval),
         Ok(_) => Err("the poll interval must be above zero, such as 30s".to_owned()),
         Err(error) => Err(error.to_string()),
+    }
+}
+
+fn parse_sched_slice(text: &str) -> Result<Duration, String> {
+    let slice = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if (Duration::from_micros(100)..=Duration::from_millis(100)).contains(&slice) {
+        Ok(slice)
+    } else {
+        Err(format!(
+            "{text:?} is outside the scheduler's range; give 100us to 100ms, such as 100us"
+        ))
     }
 }
 

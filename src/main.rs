@@ -19,6 +19,9 @@ fn main() -> ExitCode {
             if let Some(workers) = serve.workers {
                 builder.worker_threads(usize::from(workers));
             }
+            if let Some(slice) = serve.sched_slice {
+                builder.on_thread_start(move || set_sched_slice(slice));
+            }
             let runtime = match builder.build() {
                 Ok(runtime) => runtime,
                 Err(error) => {
@@ -38,6 +41,51 @@ fn main() -> ExitCode {
             code
         }
     }
+}
+
+/// Attributes of `sched_setattr(2)`, as in `linux/sched/types.h`.
+#[cfg(target_os = "linux")]
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+
+/// Asks the scheduler to give the calling thread time slices of `slice`.
+/// For a normal thread, `runtime` sets the EEVDF slice (Linux 6.12 and
+/// later); older kernels ignore it.
+#[cfg(target_os = "linux")]
+fn set_sched_slice(slice: std::time::Duration) {
+    let attr = SchedAttr {
+        size: size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        flags: 0,
+        // SAFETY: getpriority takes no pointers. On Linux, process 0 is the
+        // calling thread, whose nice value the call below keeps.
+        nice: unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) },
+        priority: 0,
+        runtime: u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX),
+        deadline: 0,
+        period: 0,
+    };
+    // SAFETY: `attr` is a valid `sched_attr` of the size it declares, and it
+    // outlives the call; thread id 0 names the calling thread.
+    let result = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr, 0) };
+    if result != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, "failed to set the scheduler time slice; running with the default");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_sched_slice(_slice: std::time::Duration) {
+    tracing::warn!("--sched-slice works on Linux only; running with the default");
 }
 
 fn init_tracing(format: LogFormat) {
