@@ -57,9 +57,9 @@ struct SchedAttr {
     period: u64,
 }
 
-/// Asks the scheduler to give the calling thread time slices of `slice`.
-/// For a normal thread, `runtime` sets the EEVDF slice (Linux 6.12 and
-/// later); older kernels ignore it.
+/// Sets the scheduler time slice of the calling thread to `slice`. For a
+/// normal thread, `runtime` sets the EEVDF slice on Linux 6.12 and later.
+/// NOTE: older kernels are expected to ignore the field; no test ran there.
 #[cfg(target_os = "linux")]
 fn set_sched_slice(slice: std::time::Duration) {
     let attr = SchedAttr {
@@ -79,7 +79,8 @@ fn set_sched_slice(slice: std::time::Duration) {
     let result = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr, 0) };
     if result != 0 {
         let error = std::io::Error::last_os_error();
-        tracing::warn!(%error, "failed to set the scheduler time slice; running with the default");
+        let slice_us = slice.as_micros();
+        tracing::warn!(%error, slice_us, "failed to set the scheduler time slice; running with the kernel default, or drop --sched-slice");
     }
 }
 

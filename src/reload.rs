@@ -226,7 +226,7 @@ async fn next_hangup(hangup: &mut Option<Signal>) {
     }
 }
 
-/// Waits until no event has arrived for `quiet` and no writer holds a file
+/// Waits until no event has arrived for `quiet` and no writer has a file
 /// open, dropping the burst.
 async fn debounce(
     receiver: &mut UnboundedReceiver<WatchMessage>,
@@ -280,7 +280,8 @@ impl OpenWrites {
         files.retain(|file, changed| {
             let idle = changed.elapsed() >= OPEN_WRITE_LIMIT;
             if idle {
-                tracing::warn!(file = %file.display(), "file open for writing but unchanged for 30 s; reloading without waiting for its writer");
+                let limit_s = OPEN_WRITE_LIMIT.as_secs();
+                tracing::warn!(file = %file.display(), limit_s, "file open for writing but unchanged past the limit; reloading without waiting for its writer");
             }
             !idle
         });
@@ -374,8 +375,8 @@ fn start_watcher(
     let handler = move |result: notify::Result<Event>| {
         let message = match result {
             Ok(event) if filter.is_relevant(&event) => {
-                // Noted before the message goes out, so the reload task never
-                // reads the message without the write behind it.
+                // The write is noted before the message is sent, so the reload
+                // task sees it whenever it receives the message.
                 writes.note(&event);
                 WatchMessage::Changed
             }

@@ -46,8 +46,6 @@ fn sched_slice_reaches_runtime_threads() {
 
     let plain = Server::start(&config, &["--workers", "2"]);
     let slices = runtime_slices(plain.pid());
-    assert!(
-        !slices.is_empty() && !slices.contains(&300_000),
-        "{slices:?}"
-    );
+    assert!(!slices.is_empty(), "no runtime thread shows a slice");
+    assert!(!slices.contains(&300_000), "{slices:?}");
 }
