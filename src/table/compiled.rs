@@ -552,9 +552,10 @@ const HUGE_PAGE: usize = 2 << 20;
 /// Moves `words` into a fresh allocation whose whole 2 MiB pages the kernel is asked to back
 /// with huge pages before they are first written. A lookup on a large table reads a few
 /// random words out of tens of MiB, and with 4 KiB pages most of those reads likely also miss
-/// the TLB (an estimate from the speed-up, not a count of misses). On the 1M-prefix synthetic table, batch lookups took 0.75-0.81x the time in three
-/// interleaved pairs of runs, and the move added about 4 ms per family to the build. The
-/// request is only advice: without transparent huge pages it changes nothing.
+/// the TLB (an estimate from the speed-up, not a count of misses). On the 1M-prefix synthetic
+/// table, batch lookups took 0.75-0.81x the time in three interleaved pairs of runs, and the
+/// move added about 4 ms per family to the build. The request is only advice: without
+/// transparent huge pages it changes nothing.
 fn on_huge_pages(words: Vec<u32>) -> Vec<u32> {
     let bytes = words.len() * size_of::<u32>();
     if bytes < 2 * HUGE_PAGE {
