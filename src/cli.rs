@@ -106,10 +106,11 @@ pub struct ServeArgs {
     pub workers: Option<u16>,
 
     /// Time slice the Linux scheduler (EEVDF, 6.12 or later) gives each
-    /// runtime thread, from 100us to 100ms, such as 100us. A short slice lets
-    /// a woken thread preempt its callers sooner when they share the cores.
-    #[arg(long, env = "IPCLASS_SCHED_SLICE", value_parser = parse_sched_slice)]
-    pub sched_slice: Option<Duration>,
+    /// runtime thread, from 100us to 100ms, or `off` for the kernel's
+    /// default. A short slice lets a woken thread preempt its callers sooner
+    /// when they share the cores.
+    #[arg(long, env = "IPCLASS_SCHED_SLICE", default_value = "100us", value_parser = parse_sched_slice)]
+    pub sched_slice: SchedSlice,
 }
 
 #[derive(Debug, Args)]
@@ -152,13 +153,21 @@ fn parse_poll_interval(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_sched_slice(text: &str) -> Result<Duration, String> {
-    let slice = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+/// The runtime threads' scheduler time slice; `None` keeps the kernel's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedSlice(pub Option<Duration>);
+
+fn parse_sched_slice(text: &str) -> Result<SchedSlice, String> {
+    if text == "off" {
+        return Ok(SchedSlice(None));
+    }
+    let slice = humantime::parse_duration(text)
+        .map_err(|error| format!("{error}; give a duration such as 100us, or off"))?;
     if (Duration::from_micros(100)..=Duration::from_millis(100)).contains(&slice) {
-        Ok(slice)
+        Ok(SchedSlice(Some(slice)))
     } else {
         Err(format!(
-            "{text:?} is outside the scheduler's range; give 100us to 100ms, such as 100us"
+            "{text:?} is outside the scheduler's range; give 100us to 100ms, or off"
         ))
     }
 }

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
             if let Some(workers) = serve.workers {
                 builder.worker_threads(usize::from(workers));
             }
-            if let Some(slice) = serve.sched_slice {
+            if let Some(slice) = serve.sched_slice.0 {
                 builder.on_thread_start(move || set_sched_slice(slice));
             }
             let runtime = match builder.build() {
@@ -77,17 +77,19 @@ fn set_sched_slice(slice: std::time::Duration) {
     // SAFETY: `attr` is a valid `sched_attr` of the size it declares, and it
     // outlives the call; thread id 0 names the calling thread.
     let result = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr, 0) };
+    // Each runtime thread makes the call; only the first failure is logged.
+    static WARNED: std::sync::Once = std::sync::Once::new();
     if result != 0 {
         let error = std::io::Error::last_os_error();
         let slice_us = slice.as_micros();
-        tracing::warn!(%error, slice_us, "failed to set the scheduler time slice; running with the kernel default, or drop --sched-slice");
+        WARNED.call_once(|| {
+            tracing::warn!(%error, slice_us, "failed to set the scheduler time slice; running with the kernel default; set --sched-slice off to skip the attempt");
+        });
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn set_sched_slice(_slice: std::time::Duration) {
-    tracing::warn!("--sched-slice works on Linux only; running with the default");
-}
+fn set_sched_slice(_slice: std::time::Duration) {}
 
 fn init_tracing(format: LogFormat) {
     // The file-watching library warns about watches that a rename or delete

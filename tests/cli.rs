@@ -520,10 +520,14 @@ fn invalid_flag_values_are_usage_errors() {
         ("--shutdown-grace", "soon"),
         ("--header-read-timeout", "0s"),
         ("--header-read-timeout", "later"),
+        ("--sched-slice", "50us"),
+        ("--sched-slice", "1s"),
+        ("--sched-slice", "none"),
     ] {
         let output = run(&["serve", "--config", &config, flag, value]);
         assert_eq!(output.status.code(), Some(2), "{flag} {value}");
         let stderr = text(&output.stderr);
         assert!(stderr.contains(flag), "{stderr}");
+        assert!(stderr.contains(value), "{stderr}");
     }
 }

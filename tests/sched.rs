@@ -1,5 +1,5 @@
-//! The scheduler time slice of `serve --sched-slice`, read back from
-//! `/proc`.
+//! The scheduler time slice of the runtime threads, by default and with
+//! `serve --sched-slice`, read back from `/proc`.
 
 #![cfg(target_os = "linux")]
 
@@ -39,13 +39,18 @@ fn sched_slice_reaches_runtime_threads() {
     }
     let dir = TempDir::new("sched-slice");
     let config = dir.write("c.toml", CONFIG);
-    let server = Server::start(&config, &["--sched-slice", "300us", "--workers", "2"]);
-    let slices = runtime_slices(server.pid());
+    let default = Server::start(&config, &["--workers", "2"]);
+    let slices = runtime_slices(default.pid());
+    assert!(slices.len() >= 2, "runtime threads' slices: {slices:?}");
+    assert!(slices.iter().all(|&slice| slice == 100_000), "{slices:?}");
+
+    let chosen = Server::start(&config, &["--sched-slice", "300us", "--workers", "2"]);
+    let slices = runtime_slices(chosen.pid());
     assert!(slices.len() >= 2, "runtime threads' slices: {slices:?}");
     assert!(slices.iter().all(|&slice| slice == 300_000), "{slices:?}");
 
-    let plain = Server::start(&config, &["--workers", "2"]);
-    let slices = runtime_slices(plain.pid());
+    let off = Server::start(&config, &["--sched-slice", "off", "--workers", "2"]);
+    let slices = runtime_slices(off.pid());
     assert!(!slices.is_empty(), "no runtime thread shows a slice");
-    assert!(!slices.contains(&300_000), "{slices:?}");
+    assert!(!slices.contains(&100_000), "{slices:?}");
 }
