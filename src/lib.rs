@@ -25,6 +25,7 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod reload;
+pub mod sched;
 pub mod server;
 pub mod state;
 pub mod table;

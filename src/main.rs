@@ -43,53 +43,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// Attributes of `sched_setattr(2)`, as in `linux/sched/types.h`.
-#[cfg(target_os = "linux")]
-#[repr(C)]
-struct SchedAttr {
-    size: u32,
-    policy: u32,
-    flags: u64,
-    nice: i32,
-    priority: u32,
-    runtime: u64,
-    deadline: u64,
-    period: u64,
-}
-
-/// Sets the scheduler time slice of the calling thread to `slice`. For a
-/// normal thread, `runtime` sets the EEVDF slice on Linux 6.12 and later.
-/// NOTE: older kernels are expected to ignore the field; no test ran there.
-#[cfg(target_os = "linux")]
+/// Gives the calling runtime thread the scheduler time slice `slice`.
 fn set_sched_slice(slice: std::time::Duration) {
-    let attr = SchedAttr {
-        size: size_of::<SchedAttr>() as u32,
-        policy: libc::SCHED_OTHER as u32,
-        flags: 0,
-        // SAFETY: getpriority takes no pointers. On Linux, process 0 is the
-        // calling thread, whose nice value the call below keeps.
-        nice: unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) },
-        priority: 0,
-        runtime: u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX),
-        deadline: 0,
-        period: 0,
-    };
-    // SAFETY: `attr` is a valid `sched_attr` of the size it declares, and it
-    // outlives the call; thread id 0 names the calling thread.
-    let result = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr, 0) };
     // Each runtime thread makes the call; only the first failure is logged.
     static WARNED: std::sync::Once = std::sync::Once::new();
-    if result != 0 {
-        let error = std::io::Error::last_os_error();
+    if let Err(error) = ipclass::sched::set_thread_slice(Some(slice)) {
         let slice_us = slice.as_micros();
         WARNED.call_once(|| {
             tracing::warn!(%error, slice_us, "failed to set the scheduler time slice; running with the kernel default; set --sched-slice off to skip the attempt");
         });
     }
 }
-
-#[cfg(not(target_os = "linux"))]
-fn set_sched_slice(_slice: std::time::Duration) {}
 
 fn init_tracing(format: LogFormat) {
     // The file-watching library warns about watches that a rename or delete

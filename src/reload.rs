@@ -508,6 +508,11 @@ impl Reloader {
         let current_hash = (trigger != Trigger::Signal).then(|| current.content_hash.clone());
         self.reload_started = Instant::now();
         let task = tokio::task::spawn_blocking(move || {
+            // The parse and build threads start from this one and inherit
+            // its slice.
+            if let Err(error) = crate::sched::set_thread_slice(None) {
+                tracing::debug!(%error, "failed to reset the reload thread's time slice");
+            }
             build(&path, settle, generation, current_hash.as_deref())
         });
         let outcome = match task.await {

@@ -11,9 +11,10 @@ use common::{Server, TempDir};
 
 const CONFIG: &str = "[sets.lan]\ninternal = true\nnetworks = [\"10.0.0.0/8\"]\n";
 
-/// Returns the `se.slice` of each runtime thread of `pid`, in nanoseconds.
-fn runtime_slices(pid: u32) -> Vec<u64> {
-    let mut slices = Vec::new();
+/// Returns `field` of `/proc/PID/task/*/sched`, such as `se.slice` or
+/// `policy`, for each runtime thread of `pid`.
+fn runtime_field(pid: u32, field: &str) -> Vec<u64> {
+    let mut values = Vec::new();
     for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
         let name = fs::read_to_string(task.join("comm")).unwrap_or_default();
@@ -21,20 +22,33 @@ fn runtime_slices(pid: u32) -> Vec<u64> {
             continue;
         }
         let sched = fs::read_to_string(task.join("sched")).unwrap();
-        let slice: Option<u64> = sched
+        let value: Option<u64> = sched
             .lines()
-            .find_map(|line| line.strip_prefix("se.slice"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|rest| rest.trim_start_matches([' ', ':']).trim().parse().ok());
-        slices.extend(slice);
+        values.extend(value);
     }
-    slices
+    values
+}
+
+/// Returns the `se.slice` of each runtime thread of `pid`, in nanoseconds.
+fn runtime_slices(pid: u32) -> Vec<u64> {
+    runtime_field(pid, "se.slice")
+}
+
+/// Whether this kernel shows the EEVDF slice in `/proc`.
+fn kernel_shows_slice() -> bool {
+    let own = fs::read_to_string("/proc/self/sched").unwrap_or_default();
+    if !own.contains("se.slice") {
+        eprintln!("skipped: this kernel shows no EEVDF slice in /proc");
+        return false;
+    }
+    true
 }
 
 #[test]
 fn sched_slice_reaches_runtime_threads() {
-    let own = fs::read_to_string("/proc/self/sched").unwrap_or_default();
-    if !own.contains("se.slice") {
-        eprintln!("skipped: this kernel shows no EEVDF slice in /proc");
+    if !kernel_shows_slice() {
         return;
     }
     let dir = TempDir::new("sched-slice");
@@ -53,4 +67,37 @@ fn sched_slice_reaches_runtime_threads() {
     let slices = runtime_slices(off.pid());
     assert!(!slices.is_empty(), "no runtime thread shows a slice");
     assert!(!slices.contains(&100_000), "{slices:?}");
+}
+
+#[test]
+fn reload_thread_runs_with_kernel_slice() {
+    if !kernel_shows_slice() {
+        return;
+    }
+    let dir = TempDir::new("sched-reload");
+    let config = dir.write("c.toml", CONFIG);
+    let mut server = Server::start(&config, &["--workers", "2"]);
+    server.signal("HUP");
+    server.wait_for_log(|line| line["message"] == "table reloaded");
+    // The blocking thread that ran the reload stays for a while after it.
+    let slices = runtime_slices(server.pid());
+    let short = slices.iter().filter(|&&slice| slice == 100_000).count();
+    assert_eq!(short, 2, "only the two workers run with 100us: {slices:?}");
+    assert!(slices.len() > 2, "the reload thread is missing: {slices:?}");
+}
+
+#[test]
+fn policy_and_nice_are_kept() {
+    if !kernel_shows_slice() {
+        return;
+    }
+    let dir = TempDir::new("sched-policy");
+    let config = dir.write("c.toml", CONFIG);
+    let wrapper = ["chrt", "--batch", "0", "nice", "-n", "3"];
+    let server = Server::start_wrapped(&wrapper, &config, &["--workers", "2"]);
+    let pid = server.pid();
+    assert_eq!(runtime_slices(pid), [100_000, 100_000]);
+    // SCHED_BATCH is policy 3, and nice 3 is priority 123.
+    assert_eq!(runtime_field(pid, "policy"), [3, 3]);
+    assert_eq!(runtime_field(pid, "prio"), [123, 123]);
 }
