@@ -135,6 +135,18 @@ enum Trigger {
     WatchRetry,
 }
 
+impl Trigger {
+    /// Returns the name of the trigger in logs.
+    fn name(self) -> &'static str {
+        match self {
+            Trigger::FileEvent => "file-event",
+            Trigger::Signal => "signal",
+            Trigger::Poll => "poll",
+            Trigger::WatchRetry => "watch-retry",
+        }
+    }
+}
+
 /// Message from the watcher thread to the reload task.
 #[derive(Debug)]
 enum WatchMessage {
@@ -167,9 +179,13 @@ async fn run(mut reloader: Reloader, settings: ReloadSettings, watching: Watchin
     let mut retry = first_retry;
 
     loop {
-        let trigger = tokio::select! {
+        let mut trigger = tokio::select! {
             message = receiver.recv() => match message {
-                Some(WatchMessage::Changed) => Trigger::FileEvent,
+                Some(WatchMessage::Changed) => {
+                    let debounce_ms = settings.debounce.as_millis();
+                    tracing::info!(debounce_ms, "config files changed; reloading once they settle");
+                    Trigger::FileEvent
+                }
                 Some(WatchMessage::Failed(error)) => {
                     reloader.watcher_failed(format!("config watcher failed: {error}"));
                     watcher = None;
@@ -188,7 +204,17 @@ async fn run(mut reloader: Reloader, settings: ReloadSettings, watching: Watchin
             () = tokio::time::sleep(retry), if watcher.is_none() => Trigger::WatchRetry,
         };
         if trigger == Trigger::FileEvent || reloader.writes.pending().is_some() {
-            debounce(&mut receiver, settings.debounce, &reloader.writes).await;
+            let hangup_seen = debounce(
+                &mut receiver,
+                &mut hangup,
+                settings.debounce,
+                &reloader.writes,
+            )
+            .await;
+            // A SIGHUP in the wait joins the reload that follows it.
+            if hangup_seen {
+                trigger = Trigger::Signal;
+            }
         }
 
         // Watches go up again before the read, so a change made during the
@@ -211,7 +237,7 @@ async fn run(mut reloader: Reloader, settings: ReloadSettings, watching: Watchin
             watch = next;
             watcher = reloader.establish(&watch, &sender, watcher);
         }
-        reloader.finish(outcome);
+        reloader.finish(outcome, trigger);
     }
 }
 
@@ -227,17 +253,31 @@ async fn next_hangup(hangup: &mut Option<Signal>) {
 }
 
 /// Waits until no event has arrived for `quiet` and no writer has a file
-/// open, dropping the burst.
+/// open, dropping the burst. Returns whether a SIGHUP arrived meanwhile.
 async fn debounce(
     receiver: &mut UnboundedReceiver<WatchMessage>,
+    hangup: &mut Option<Signal>,
     quiet: Duration,
     writes: &OpenWrites,
-) {
+) -> bool {
     let mut waiting_for = None;
+    let mut hangup_seen = false;
     loop {
-        while let Ok(Some(_)) = tokio::time::timeout(quiet, receiver.recv()).await {}
+        loop {
+            tokio::select! {
+                message = tokio::time::timeout(quiet, receiver.recv()) => {
+                    if !matches!(message, Ok(Some(_))) {
+                        break;
+                    }
+                }
+                () = next_hangup(hangup) => {
+                    tracing::info!(signal = "SIGHUP", "signal received while files settle; the pending reload rebuilds the table");
+                    hangup_seen = true;
+                }
+            }
+        }
         let Some(file) = writes.pending() else {
-            return;
+            return hangup_seen;
         };
         // A writer such as `sort > list.txt` truncates the file long before it
         // writes, so a quiet file that is still open is not complete.
@@ -511,7 +551,7 @@ impl Reloader {
             // The parse and build threads start from this one and inherit
             // its slice.
             if let Err(error) = crate::sched::set_thread_slice(None) {
-                tracing::debug!(%error, "failed to reset the reload thread's time slice");
+                tracing::debug!(%error, "failed to reset the reload thread's time slice; reloading with the current one");
             }
             build(&path, settle, generation, current_hash.as_deref())
         });
@@ -538,7 +578,7 @@ impl Reloader {
     }
 
     /// Installs a built table, or records that the config is unchanged.
-    fn finish(&mut self, outcome: Outcome) {
+    fn finish(&mut self, outcome: Outcome, trigger: Trigger) {
         let current = self.state.snapshot();
         match outcome {
             Outcome::Built {
@@ -549,7 +589,7 @@ impl Reloader {
                 for warning in loaded_warnings {
                     tracing::warn!(config = %self.state.config_path.display(), "{warning}");
                 }
-                self.install(*snapshot, current.table.generation());
+                self.install(*snapshot, current.table.generation(), trigger);
             }
             Outcome::Unchanged { .. } => {
                 tracing::debug!(
@@ -562,7 +602,7 @@ impl Reloader {
         }
     }
 
-    fn install(&mut self, snapshot: Snapshot, old_generation: u64) {
+    fn install(&mut self, snapshot: Snapshot, old_generation: u64, trigger: Trigger) {
         let generation = snapshot.table.generation();
         let sets = describe_sets(&snapshot);
         let build_ms = snapshot.build_time.as_secs_f64() * 1000.0;
@@ -588,6 +628,7 @@ impl Reloader {
             sets,
             build_ms,
             reload_ms,
+            trigger = trigger.name(),
             "table reloaded"
         );
     }
@@ -842,7 +883,7 @@ mod tests {
         let mut reloader = reloader();
         metrics::with_local_recorder(&recorder, || {
             reloader.record_success(&reloader.state.snapshot());
-            reloader.install(snapshot(ONE_SET, 2), 1);
+            reloader.install(snapshot(ONE_SET, 2), 1, Trigger::Signal);
         });
 
         assert_eq!(recorder.value("ipclass_table_generation{}"), Some(2.0));

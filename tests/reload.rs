@@ -430,6 +430,34 @@ fn sighup_forces_reload() {
     querier.finish();
 }
 
+/// A SIGHUP while a changed file settles joins the reload that follows, so
+/// the change is built once and no second reload comes after it.
+#[test]
+fn sighup_in_settle_wait_joins_reload() {
+    let dir = TempDir::new("reload-sighup-settle");
+    let config = dir.write("c.toml", &config_text(1));
+    let slow_settle = ["--reload-debounce", "1s", "--poll-interval", "1h"];
+    let mut server = Server::start(&config, &slow_settle);
+
+    fs::write(&config, config_text(2)).unwrap();
+    server
+        .wait_for_log(|line| line["message"] == "config files changed; reloading once they settle");
+    server.signal("HUP");
+    let reloaded = server.wait_for_log(|line| line["message"] == "table reloaded");
+    assert_eq!(reloaded["generation"], 2);
+    assert_eq!(reloaded["trigger"], "signal");
+    assert_eq!(query_version(&server), (2, 2));
+
+    fs::write(&config, config_text(3)).unwrap();
+    let next =
+        server.wait_for_log(|line| line["message"] == "table reloaded" && line["generation"] != 2);
+    assert_eq!(
+        next["generation"], 3,
+        "one reload for the change and the signal"
+    );
+    assert_eq!(next["trigger"], "file-event");
+}
+
 /// A list folder reached through a symlink that is swapped by rename raises
 /// no event the watcher acts on, because only the config folder reports the
 /// rename and the symlink is not a file the config names. The periodic
