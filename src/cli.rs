@@ -188,6 +188,9 @@ pub fn check(args: &CheckArgs) -> ExitCode {
             for warning in &errors.warnings {
                 eprintln!("warning: {warning}");
             }
+            if let Some(more) = config::more_warnings(errors.omitted_warnings) {
+                eprintln!("warning: {more}");
+            }
             eprintln!("{errors}");
             return ExitCode::from(EXIT_CONFIG_INVALID);
         }
@@ -195,8 +198,11 @@ pub fn check(args: &CheckArgs) -> ExitCode {
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
-    if args.strict && !loaded.warnings.is_empty() {
-        let count = loaded.warnings.len();
+    if let Some(more) = config::more_warnings(loaded.omitted_warnings) {
+        eprintln!("warning: {more}");
+    }
+    let count = loaded.warnings.len() + loaded.omitted_warnings;
+    if args.strict && count > 0 {
         eprintln!(
             "invalid config {} under --strict: {count} warning(s) above are errors",
             args.config.display()
@@ -221,7 +227,10 @@ pub fn summary(path: &Path, loaded: &Loaded) -> String {
         "  {}, {} ({ipv4} IPv4, {ipv6} IPv6), {}",
         count(spec.sets.len() as u64, "set"),
         count(ipv4 + ipv6, "prefix"),
-        count(loaded.warnings.len() as u64, "warning"),
+        count(
+            (loaded.warnings.len() + loaded.omitted_warnings) as u64,
+            "warning"
+        ),
     );
     let width = spec
         .sets
@@ -328,6 +337,9 @@ pub async fn serve(
     };
     for warning in &loaded.warnings {
         tracing::warn!(config = %args.config.display(), "{warning}");
+    }
+    if let Some(more) = config::more_warnings(loaded.omitted_warnings) {
+        tracing::warn!(config = %args.config.display(), "{more}");
     }
     let loaded_sources = loaded.sources.clone();
     let snapshot = build_snapshot(loaded, 1, started);

@@ -759,7 +759,9 @@ fn outcome_of(
             content_hash: loaded.content_hash,
         };
     }
-    let loaded_warnings = loaded.warnings.iter().map(ToString::to_string).collect();
+    let mut loaded_warnings: Vec<String> =
+        loaded.warnings.iter().map(ToString::to_string).collect();
+    loaded_warnings.extend(config::more_warnings(loaded.omitted_warnings));
     Outcome::Built {
         snapshot: Box::new(Snapshot::build(loaded, generation, started)),
         loaded_warnings,

@@ -5,6 +5,43 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+/// Limit on the errors, and separately on the warnings, that one pass over a
+/// config keeps. The rest are only counted, so a list file of bad lines
+/// cannot fill memory or a log line with messages.
+pub const MAX_DIAGNOSTICS: usize = 100;
+
+/// Appends `diagnostic` to `list`, or counts it in `omitted` once `list`
+/// has [`MAX_DIAGNOSTICS`] entries.
+pub(super) fn keep(list: &mut Vec<Diagnostic>, omitted: &mut usize, diagnostic: Diagnostic) {
+    if list.len() < MAX_DIAGNOSTICS {
+        list.push(diagnostic);
+    } else {
+        *omitted += 1;
+    }
+}
+
+/// Moves `more`, of which `more_omitted` were already left out, into
+/// `list` and `omitted` as [`keep`] does.
+pub(super) fn keep_all(
+    list: &mut Vec<Diagnostic>,
+    omitted: &mut usize,
+    more: Vec<Diagnostic>,
+    more_omitted: usize,
+) {
+    *omitted += more_omitted;
+    for diagnostic in more {
+        keep(list, omitted, diagnostic);
+    }
+}
+
+/// Describes the warnings that a config pass counted but did not keep, if
+/// there are any.
+pub fn more_warnings(omitted: usize) -> Option<String> {
+    (omitted > 0).then(|| {
+        format!("and {omitted} more warnings; fix the ones above and check the config again to see them")
+    })
+}
+
 /// A file and, where known, the 1-based line in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -105,18 +142,29 @@ pub struct Diagnostic {
 pub struct ConfigErrors {
     pub path: PathBuf,
     pub errors: Vec<Diagnostic>,
+    /// Errors found beyond the [`MAX_DIAGNOSTICS`] in `errors`.
+    pub omitted_errors: usize,
     /// Warnings found in the same pass, in file order. The display leaves
     /// them out, so that a failed reload logs only what made it fail.
     pub warnings: Vec<Diagnostic>,
+    /// Warnings found beyond the [`MAX_DIAGNOSTICS`] in `warnings`.
+    pub omitted_warnings: usize,
 }
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = self.errors.len();
+        let count = self.errors.len() + self.omitted_errors;
         let noun = if count == 1 { "error" } else { "errors" };
         write!(f, "invalid config {} ({count} {noun})", self.path.display())?;
         for error in &self.errors {
             write!(f, "\n  {error}")?;
+        }
+        if self.omitted_errors > 0 {
+            write!(
+                f,
+                "\n  and {} more errors; fix the ones above and check the config again to see them",
+                self.omitted_errors
+            )?;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ip_network::IpNetwork;
 
-use super::diagnostic::{Diagnostic, Location, Problem};
+use super::diagnostic::{keep, keep_all, Diagnostic, Location, Problem, MAX_DIAGNOSTICS};
 use super::prefix::{parse_prefix, Adjustment, ParsedPrefix};
 use crate::table::{PrefixRecord, SetId, V4Record, V6Record};
 
@@ -29,7 +29,9 @@ pub(super) struct Parsed {
     pub v4: Vec<V4Record>,
     pub v6: Vec<V6Record>,
     pub errors: Vec<Diagnostic>,
+    pub omitted_errors: usize,
     pub warnings: Vec<Diagnostic>,
+    pub omitted_warnings: usize,
 }
 
 impl Parsed {
@@ -48,8 +50,28 @@ impl Parsed {
             self.v4.append(&mut other.v4);
         }
         self.v6.append(&mut other.v6);
-        self.errors.append(&mut other.errors);
-        self.warnings.append(&mut other.warnings);
+        keep_all(
+            &mut self.errors,
+            &mut self.omitted_errors,
+            other.errors,
+            other.omitted_errors,
+        );
+        keep_all(
+            &mut self.warnings,
+            &mut self.omitted_warnings,
+            other.warnings,
+            other.omitted_warnings,
+        );
+    }
+
+    /// Keeps an error at `line` unless [`MAX_DIAGNOSTICS`] are kept already,
+    /// and builds its message only if it is kept.
+    fn error(&mut self, source: &Source<'_>, line: u32, problem: impl FnOnce() -> Problem) {
+        if self.errors.len() < MAX_DIAGNOSTICS {
+            self.errors.push(source.diagnostic(line, problem()));
+        } else {
+            self.omitted_errors += 1;
+        }
     }
 }
 
@@ -72,28 +94,26 @@ impl Source<'_> {
             .then(|| text.char_indices().nth(MAX_PREFIX_ECHO))
             .flatten();
         if let Some((end, _)) = long_text {
-            let problem = Problem::InvalidPrefix {
+            out.error(self, line, || Problem::InvalidPrefix {
                 value: format!("{}...", &text[..end]),
                 reason: format!(
                     "text of {} bytes is too long for a prefix; write one prefix a line",
                     text.len()
                 ),
-            };
-            out.errors.push(self.diagnostic(line, problem));
+            });
             return;
         }
         let parsed = match parse_prefix(text) {
             Ok(parsed) => parsed,
             Err(reason) => {
                 let value = text.to_owned();
-                let problem = Problem::InvalidPrefix { value, reason };
-                out.errors.push(self.diagnostic(line, problem));
+                out.error(self, line, || Problem::InvalidPrefix { value, reason });
                 return;
             }
         };
         if let Some(adjustment) = parsed.adjustment {
-            out.warnings
-                .push(self.diagnostic(line, adjusted(text, parsed, adjustment)));
+            let warning = self.diagnostic(line, adjusted(text, parsed, adjustment));
+            keep(&mut out.warnings, &mut out.omitted_warnings, warning);
         }
 
         let position = self.first_position + (line - 1);

@@ -21,12 +21,13 @@ use sha2::{Digest, Sha256};
 use toml::de::{DeArray, DeString, DeTable, DeValue};
 use toml::Spanned;
 
-pub use diagnostic::{ConfigErrors, Diagnostic, Location, Problem};
+pub use diagnostic::{more_warnings, ConfigErrors, Diagnostic, Location, Problem, MAX_DIAGNOSTICS};
 pub use prefix::{parse_prefix, Adjustment, ParsedPrefix};
 
 use crate::table::{
     Origin, PrefixRecord, SetId, SetInfo, TableSpec, MAX_LINES, MAX_PREFIXES_PER_FAMILY,
 };
+use diagnostic::{keep, keep_all};
 use lines::{count_newlines, split_list, Parsed, Source};
 
 const SET_KEYS: &str = "\"internal\", \"networks\", \"files\" and \"description\"";
@@ -41,6 +42,8 @@ pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 pub struct Loaded {
     pub spec: TableSpec,
     pub warnings: Vec<Diagnostic>,
+    /// Warnings found beyond the [`MAX_DIAGNOSTICS`] in `warnings`.
+    pub omitted_warnings: usize,
     /// SHA-256 over the config text and every list file, hex encoded.
     pub content_hash: String,
     /// The config file followed by every list file it names.
@@ -67,7 +70,9 @@ pub fn load_timing_reads(path: &Path) -> (Result<Loaded, ConfigErrors>, Instant)
                     },
                     problem: read_problem(path.to_owned(), &error),
                 }],
+                omitted_errors: 0,
                 warnings: Vec::new(),
+                omitted_warnings: 0,
             };
             return (Err(errors), Instant::now());
         }
@@ -202,7 +207,9 @@ struct Reader<'a> {
     read_list: &'a mut dyn FnMut(&Path) -> io::Result<String>,
     spec: TableSpec,
     errors: Vec<Diagnostic>,
+    omitted_errors: usize,
     warnings: Vec<Diagnostic>,
+    omitted_warnings: usize,
     hasher: Sha256,
     /// Maximum number of prefixes of one address family.
     max_prefixes: usize,
@@ -235,7 +242,9 @@ impl<'a> Reader<'a> {
             read_list,
             spec,
             errors: Vec::new(),
+            omitted_errors: 0,
             warnings: Vec::new(),
+            omitted_warnings: 0,
             hasher,
             max_prefixes,
         }
@@ -259,12 +268,20 @@ impl<'a> Reader<'a> {
             path: self.path.to_owned(),
             line,
         };
-        self.errors.push(Diagnostic { location, problem });
+        self.error(Diagnostic { location, problem });
     }
 
     fn error_at(&mut self, span: Range<usize>, problem: Problem) {
         let location = self.location(span);
-        self.errors.push(Diagnostic { location, problem });
+        self.error(Diagnostic { location, problem });
+    }
+
+    fn error(&mut self, diagnostic: Diagnostic) {
+        keep(&mut self.errors, &mut self.omitted_errors, diagnostic);
+    }
+
+    fn warning(&mut self, diagnostic: Diagnostic) {
+        keep(&mut self.warnings, &mut self.omitted_warnings, diagnostic);
     }
 
     fn wrong_type<T>(
@@ -345,7 +362,7 @@ impl<'a> Reader<'a> {
                         other_name: other_name.to_owned(),
                         other,
                     };
-                    self.errors.push(Diagnostic { location, problem });
+                    self.error(Diagnostic { location, problem });
                 }
                 Entry::Vacant(slot) => {
                     slot.insert((name_text, location));
@@ -428,7 +445,7 @@ impl<'a> Reader<'a> {
         if self.spec.prefix_count() == before {
             let location = self.location(set.name_span);
             let problem = Problem::EmptySet(self.set_name(set.id).to_owned());
-            self.warnings.push(Diagnostic { location, problem });
+            self.warning(Diagnostic { location, problem });
         }
     }
 
@@ -460,8 +477,18 @@ impl<'a> Reader<'a> {
             self.spec.v4.append(&mut parsed.v4);
         }
         self.spec.v6.append(&mut parsed.v6);
-        self.errors.append(&mut parsed.errors);
-        self.warnings.append(&mut parsed.warnings);
+        keep_all(
+            &mut self.errors,
+            &mut self.omitted_errors,
+            parsed.errors,
+            parsed.omitted_errors,
+        );
+        keep_all(
+            &mut self.warnings,
+            &mut self.omitted_warnings,
+            parsed.warnings,
+            parsed.omitted_warnings,
+        );
     }
 
     fn read_files(&mut self, set: SetId, items: &DeArray) {
@@ -536,18 +563,30 @@ impl<'a> Reader<'a> {
         repeat: &PrefixRecord<A>,
         first: &PrefixRecord<A>,
     ) {
+        // A list of repeats would otherwise build a message per line, only
+        // to count it.
+        let same_set = first.set == repeat.set;
+        let (kept, omitted) = if same_set {
+            (&self.warnings, &mut self.omitted_warnings)
+        } else {
+            (&self.errors, &mut self.omitted_errors)
+        };
+        if kept.len() >= MAX_DIAGNOSTICS {
+            *omitted += 1;
+            return;
+        }
         let location = self.position_location(repeat.position);
         let first_location = self.position_location(first.position);
         let network = network.to_string();
         let set = self.set_name(repeat.set).to_owned();
-        if first.set == repeat.set {
+        if same_set {
             let first = first_location;
             let problem = Problem::RepeatedInSet {
                 network,
                 set,
                 first,
             };
-            self.warnings.push(Diagnostic { location, problem });
+            self.warning(Diagnostic { location, problem });
         } else {
             let other_set = self.set_name(first.set).to_owned();
             let other = first_location;
@@ -557,7 +596,7 @@ impl<'a> Reader<'a> {
                 other_set,
                 other,
             };
-            self.errors.push(Diagnostic { location, problem });
+            self.error(Diagnostic { location, problem });
         }
     }
 
@@ -594,7 +633,9 @@ impl<'a> Reader<'a> {
             return Err(ConfigErrors {
                 path: self.path.to_owned(),
                 errors: self.errors,
+                omitted_errors: self.omitted_errors,
                 warnings: self.warnings,
+                omitted_warnings: self.omitted_warnings,
             });
         }
         let content_hash = hex(&self.hasher.finalize());
@@ -602,6 +643,7 @@ impl<'a> Reader<'a> {
             sources: self.spec.files().to_vec(),
             spec: self.spec,
             warnings: self.warnings,
+            omitted_warnings: self.omitted_warnings,
             content_hash,
         })
     }

@@ -879,3 +879,54 @@ fn prefix_limit_per_family() {
         Ok(5)
     );
 }
+
+const LIST_SET: &str = "[sets.lan]\ninternal = true\nfiles = [\"lan.txt\"]\n";
+
+#[test]
+fn many_invalid_lines_keep_a_bounded_list() {
+    // Enough lines for the parallel parse, so each chunk and their merge
+    // are bounded.
+    let lines = 200_000;
+    let list = "not-a-prefix\n".repeat(lines);
+    let errors = parse_with(LIST_SET, &[("lan.txt", &list)]).unwrap_err();
+    assert_eq!(errors.errors.len(), MAX_DIAGNOSTICS);
+    assert_eq!(errors.omitted_errors, lines - MAX_DIAGNOSTICS);
+    assert_eq!(errors.errors[0].location.line, Some(1));
+    let message = errors.to_string();
+    assert!(
+        message.contains(&format!("({lines} errors)")),
+        "{message:.200}"
+    );
+    let more = format!("and {} more errors", lines - MAX_DIAGNOSTICS);
+    assert!(message.ends_with("to see them"), "{message:.200}");
+    assert!(message.contains(&more), "{more} missing");
+    assert!(
+        message.len() < 300 * MAX_DIAGNOSTICS,
+        "{} bytes",
+        message.len()
+    );
+}
+
+#[test]
+fn many_warnings_keep_a_bounded_list() {
+    // Each line has host bits set, which is a warning.
+    let list: String = (0..300u32)
+        .map(|i| format!("10.{}.{}.1/24\n", i / 256, i % 256))
+        .collect();
+    let loaded = accepted(LIST_SET, &[("lan.txt", &list)]);
+    assert_eq!(loaded.warnings.len(), MAX_DIAGNOSTICS);
+    assert_eq!(loaded.omitted_warnings, 300 - MAX_DIAGNOSTICS);
+    let more = more_warnings(loaded.omitted_warnings).unwrap();
+    assert!(more.starts_with("and 200 more warnings"), "{more}");
+}
+
+#[test]
+fn many_duplicates_keep_a_bounded_list() {
+    let list: String = (0..1_000u32)
+        .map(|i| format!("10.0.{}.0/24\n", i % 250))
+        .collect();
+    let loaded = accepted(LIST_SET, &[("lan.txt", &list)]);
+    assert_eq!(loaded.spec.prefix_count(), 250);
+    assert_eq!(loaded.warnings.len(), MAX_DIAGNOSTICS);
+    assert_eq!(loaded.omitted_warnings, 750 - MAX_DIAGNOSTICS);
+}
