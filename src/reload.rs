@@ -36,8 +36,8 @@ const WATCHER_UP: &str = "ipclass_config_watcher_up";
 /// changing. The last read is used if they never agree.
 const MAX_SETTLE_READS: u32 = 10;
 
-/// Time a file may stay open for writing, with no change, before a reload
-/// stops waiting for its writer to close it.
+/// Time a file may stay open for writing, with no change, before the wait
+/// for its writer is logged as a warning, and a SIGHUP may end the wait.
 const OPEN_WRITE_LIMIT: Duration = Duration::from_secs(30);
 
 /// Bounds of the pause between attempts to restart a failed watcher. The
@@ -262,6 +262,10 @@ async fn debounce(
 ) -> bool {
     let mut waiting_for = None;
     let mut hangup_seen = false;
+    // Files whose writer left them unchanged past the limit, and whether a
+    // SIGHUP arrived after the warning about them.
+    let mut stale = BTreeSet::new();
+    let mut hangup_after_warning = false;
     loop {
         loop {
             tokio::select! {
@@ -273,17 +277,29 @@ async fn debounce(
                 () = next_hangup(hangup) => {
                     tracing::info!(signal = "SIGHUP", "signal received while files settle; the pending reload rebuilds the table");
                     hangup_seen = true;
+                    hangup_after_warning = !stale.is_empty();
                 }
             }
         }
-        let Some(file) = writes.pending() else {
+        let Some((file, idle)) = writes.pending() else {
             return hangup_seen;
         };
-        // A writer such as `sort > list.txt` truncates the file long before it
-        // writes, so a quiet file that is still open is not complete.
-        if waiting_for.as_ref() != Some(&file) {
-            tracing::info!(file = %file.display(), "waiting for the writer to close the file before reloading");
-            waiting_for = Some(file);
+        if idle < OPEN_WRITE_LIMIT {
+            // A writer such as `sort > list.txt` truncates the file long
+            // before it writes, so a quiet file that is still open is not
+            // complete.
+            if waiting_for.as_ref() != Some(&file) {
+                tracing::info!(file = %file.display(), "waiting for the writer to close the file before reloading");
+                waiting_for = Some(file);
+            }
+        } else if hangup_after_warning {
+            tracing::warn!(file = %file.display(), "reloading the file as it is, without waiting for its writer, as SIGHUP requested");
+            writes.forget(&file);
+        } else if stale.insert(file.clone()) {
+            // Reloading a file that is still open could serve it half
+            // written, such as a carve-out list that is still empty.
+            let limit_s = OPEN_WRITE_LIMIT.as_secs();
+            tracing::warn!(file = %file.display(), limit_s, "file open for writing but unchanged past the limit; the current table stays until the writer closes the file, or send SIGHUP to reload it as it is");
         }
     }
 }
@@ -312,20 +328,23 @@ impl OpenWrites {
         }
     }
 
-    /// Returns a file that a writer still has open. A file unchanged for
-    /// [`OPEN_WRITE_LIMIT`] is dropped with a warning, because some writers
-    /// never close a file, and a truncate by path raises no close.
-    fn pending(&self) -> Option<PathBuf> {
+    /// Returns a file that a writer still has open, and the time since its
+    /// latest change, the most recently changed file first. An entry stays
+    /// until its writer closes the file, even when a writer never does or a
+    /// truncate by path raised no close, so only [`OpenWrites::forget`] ends
+    /// it otherwise.
+    fn pending(&self) -> Option<(PathBuf, Duration)> {
+        let files = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        files
+            .iter()
+            .max_by_key(|(_, changed)| **changed)
+            .map(|(file, changed)| (file.clone(), changed.elapsed()))
+    }
+
+    /// Ends the entry of `file`, so reloads no longer wait for its writer.
+    fn forget(&self, file: &Path) {
         let mut files = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        files.retain(|file, changed| {
-            let idle = changed.elapsed() >= OPEN_WRITE_LIMIT;
-            if idle {
-                let limit_s = OPEN_WRITE_LIMIT.as_secs();
-                tracing::warn!(file = %file.display(), limit_s, "file open for writing but unchanged past the limit; reloading without waiting for its writer");
-            }
-            !idle
-        });
-        files.keys().next().cloned()
+        files.remove(file);
     }
 }
 
@@ -564,7 +583,7 @@ impl Reloader {
         };
         // A writer opened a file during the read. Its event is queued, and
         // the reload it starts waits for the file to be closed.
-        if let Some(file) = self.writes.pending() {
+        if let Some((file, _)) = self.writes.pending() {
             tracing::info!(file = %file.display(), "file opened for writing during the reload; reloading after it is closed");
             return None;
         }
@@ -960,6 +979,47 @@ mod tests {
 
     fn event(kind: EventKind, path: &str) -> Event {
         Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    #[test]
+    fn open_write_waits_past_limit_until_closed() {
+        let writes = OpenWrites::default();
+        let list = "/etc/ipclass/lists/guests.txt";
+        let modified = EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any));
+        writes.note(&event(modified, list));
+        let (file, idle) = writes.pending().expect("a modified file is pending");
+        assert_eq!(file, Path::new(list));
+        assert!(idle < OPEN_WRITE_LIMIT);
+
+        // A writer that leaves the file open past the limit keeps it pending.
+        let long_ago = Instant::now() - OPEN_WRITE_LIMIT - Duration::from_secs(1);
+        writes
+            .0
+            .lock()
+            .unwrap()
+            .insert(PathBuf::from(list), long_ago);
+        let (file, idle) = writes
+            .pending()
+            .expect("a file open past the limit is pending");
+        assert_eq!(file, Path::new(list));
+        assert!(idle > OPEN_WRITE_LIMIT);
+
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        writes.note(&event(closed, list));
+        assert_eq!(writes.pending(), None);
+    }
+
+    #[test]
+    fn forgotten_open_write_is_not_pending() {
+        let writes = OpenWrites::default();
+        let modified = EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any));
+        writes.note(&event(modified, "/etc/ipclass/a.txt"));
+        writes.note(&event(modified, "/etc/ipclass/b.txt"));
+        writes.forget(Path::new("/etc/ipclass/b.txt"));
+        let (file, _) = writes.pending().expect("a.txt is still pending");
+        assert_eq!(file, Path::new("/etc/ipclass/a.txt"));
+        writes.forget(Path::new("/etc/ipclass/a.txt"));
+        assert_eq!(writes.pending(), None);
     }
 
     #[test]
