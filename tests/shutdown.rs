@@ -254,3 +254,46 @@ fn stalled_request_cut_at_grace() {
         line["message"] == "connections still open after the grace period; closing them"
     });
 }
+
+/// A log line written to a closed stderr, such as a pipe whose reader exited,
+/// is dropped, and the shutdown still exits 0.
+#[test]
+fn closed_stderr_does_not_fail_exit() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let dir = TempDir::new("shutdown-closed-stderr");
+    let config = dir.write("c.toml", CONFIG);
+    let mut child = Command::new(common::binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ipclass serve");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        let read = stderr.read_line(&mut line).unwrap();
+        assert!(read > 0, "stderr closed before the listening line");
+    }
+    drop(stderr);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + PROMPT_EXIT;
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "no exit within {PROMPT_EXIT:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0), "{exit}");
+}
