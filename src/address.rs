@@ -59,12 +59,14 @@ pub enum AddressError {
 /// Parses address text: trims ASCII whitespace, drops an IPv6 zone, unwraps
 /// IPv4-mapped IPv6 and recognizes the sentinel addresses.
 pub fn parse(text: &str) -> Result<Normalized, AddressError> {
+    // The limit counts the text as sent, whitespace included, so it also
+    // bounds what a batch of addresses can carry.
+    if text.len() > MAX_ADDRESS_LEN {
+        return Err(AddressError::TooLong { len: text.len() });
+    }
     let trimmed = text.trim_ascii();
     if trimmed.is_empty() {
         return Err(AddressError::Empty);
-    }
-    if trimmed.len() > MAX_ADDRESS_LEN {
-        return Err(AddressError::TooLong { len: trimmed.len() });
     }
 
     if let Some(v4) = parse_dotted_quad(trimmed.as_bytes()) {
@@ -416,6 +418,17 @@ mod tests {
                 Some(address)
             );
         }
+    }
+
+    #[test]
+    fn padded_address_over_limit_is_rejected() {
+        let text = format!("{}10.8.0.5", " ".repeat(MAX_ADDRESS_LEN));
+        assert_eq!(
+            parse(&text),
+            Err(AddressError::TooLong {
+                len: MAX_ADDRESS_LEN + 8
+            })
+        );
     }
 
     #[test]
