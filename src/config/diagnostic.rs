@@ -117,6 +117,8 @@ pub enum Problem {
     HostBitsSet { written: String, network: String },
     #[error("IPv4-mapped prefix {written} is used as {network}, because mapped addresses are looked up as IPv4")]
     MappedPrefix { written: String, network: String },
+    #[error("host bits are set in IPv4-mapped prefix {written}; using {network}, because mapped addresses are looked up as IPv4")]
+    MappedHostBitsSet { written: String, network: String },
     #[error(
         "prefix {network} appears again in set {set:?} (first at {first}); the repeat is ignored"
     )]

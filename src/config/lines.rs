@@ -201,6 +201,7 @@ fn adjusted(text: &str, parsed: ParsedPrefix, adjustment: Adjustment) -> Problem
     match adjustment {
         Adjustment::HostBitsCleared => Problem::HostBitsSet { written, network },
         Adjustment::MappedToIpv4 => Problem::MappedPrefix { written, network },
+        Adjustment::MappedHostBitsCleared => Problem::MappedHostBitsSet { written, network },
     }
 }
 

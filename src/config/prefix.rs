@@ -22,6 +22,9 @@ pub enum Adjustment {
     /// An IPv4-mapped IPv6 prefix was rewritten as the IPv4 prefix, because
     /// lookups unwrap mapped addresses to IPv4 before matching.
     MappedToIpv4,
+    /// Both: a mapped prefix with host bits set, such as
+    /// `::ffff:10.20.0.0/96`, which means `0.0.0.0/0`.
+    MappedHostBitsCleared,
 }
 
 /// Parses `text` such as `192.168.1.0/24` or `fd00::/8`. Returns the reason
@@ -106,9 +109,15 @@ fn parse_prefix_general(text: &str) -> Result<ParsedPrefix, String> {
     // addresses are looked up as IPv4; use the IPv4 prefix it means.
     if let IpAddr::V6(v6) = address {
         if let (Some(v4), true) = (v6.to_ipv4_mapped(), length >= 96) {
+            let network = truncate_v4(v4, length - 96);
+            let adjustment = if network.network_address() == v4 {
+                Adjustment::MappedToIpv4
+            } else {
+                Adjustment::MappedHostBitsCleared
+            };
             return Ok(ParsedPrefix {
-                network: IpNetwork::V4(truncate_v4(v4, length - 96)),
-                adjustment: Some(Adjustment::MappedToIpv4),
+                network: IpNetwork::V4(network),
+                adjustment: Some(adjustment),
             });
         }
     }
@@ -229,6 +238,10 @@ mod tests {
         let parsed = parse_prefix("::ffff:192.168.0.0/112").unwrap();
         assert_eq!(parsed.network.to_string(), "192.168.0.0/16");
         assert_eq!(parsed.adjustment, Some(Adjustment::MappedToIpv4));
+
+        let parsed = parse_prefix("::ffff:10.20.0.0/96").unwrap();
+        assert_eq!(parsed.network.to_string(), "0.0.0.0/0");
+        assert_eq!(parsed.adjustment, Some(Adjustment::MappedHostBitsCleared));
     }
 
     #[test]
