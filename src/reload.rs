@@ -100,6 +100,12 @@ pub fn spawn(
     settings: ReloadSettings,
     sources: Vec<PathBuf>,
 ) -> JoinHandle<()> {
+    // Series that exist from the start let `increase()` see the first
+    // failure, which would otherwise create its series at 1.
+    for result in ["success", "failure"] {
+        counter!(RELOADS, "result" => result).increment(0);
+    }
+    counter!(WATCHER_FAILURES).increment(0);
     let (sender, receiver) = mpsc::unbounded_channel();
     let mut reloader = Reloader::new(state.clone(), settings.debounce);
     reloader.record_success(&state.snapshot());

@@ -456,6 +456,31 @@ fn metrics_listen_serves_only_metrics() {
     assert_eq!(status, 404, "the metrics listener serves no API");
 }
 
+/// Reload and watcher counters show 0 before the first reload, so a rate
+/// over the first failure sees it.
+#[test]
+fn reload_counters_start_at_zero() {
+    let dir = TempDir::new("metrics-zero");
+    let config = dir.write("ipclass.toml", CONFIG);
+    let server = Server::start(&config, &[]);
+    let text = scrape_text(&server.url("/metrics"));
+    let scrape = Scrape::parse(&text);
+    for result in ["success", "failure"] {
+        let series = scrape
+            .named("ipclass_config_reloads_total")
+            .into_iter()
+            .filter(|sample| sample.labels.get("result").map(String::as_str) == Some(result))
+            .count();
+        assert_eq!(series, 1, "no {result} series in:\n{text}");
+        let count = scrape.value("ipclass_config_reloads_total", &[("result", result)]);
+        assert_eq!(count, 0.0);
+    }
+    assert_eq!(
+        scrape.named("ipclass_config_watcher_failures_total").len(),
+        1
+    );
+}
+
 /// A small deterministic generator, so a failing run can be repeated.
 struct XorShift(u64);
 

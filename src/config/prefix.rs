@@ -22,8 +22,9 @@ pub enum Adjustment {
     /// An IPv4-mapped IPv6 prefix was rewritten as the IPv4 prefix, because
     /// lookups unwrap mapped addresses to IPv4 before matching.
     MappedToIpv4,
-    /// Both: a mapped prefix with host bits set, such as
-    /// `::ffff:10.20.0.0/96`, which means `0.0.0.0/0`.
+    /// An IPv4-mapped prefix with host bits set, such as
+    /// `::ffff:10.20.0.0/96`, rewritten as IPv4 with them cleared: here
+    /// `0.0.0.0/0`.
     MappedHostBitsCleared,
 }
 
