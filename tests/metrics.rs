@@ -457,7 +457,7 @@ fn metrics_listen_serves_only_metrics() {
 }
 
 /// Reload and watcher counters show 0 before the first reload, so a rate
-/// over the first failure sees it.
+/// over the first failure counts it.
 #[test]
 fn reload_counters_start_at_zero() {
     let dir = TempDir::new("metrics-zero");
