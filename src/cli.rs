@@ -85,6 +85,12 @@ pub struct ServeArgs {
     #[arg(long, env = "IPCLASS_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_header_timeout)]
     pub header_read_timeout: Duration,
 
+    /// Connections served at once; further clients wait in the listen
+    /// queue until one closes. Default: the open-file limit less 128, kept
+    /// for list files, the watcher and metrics.
+    #[arg(long, env = "IPCLASS_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
     /// Quiet period after a config file event before the reload starts, and
     /// between the reads that must agree before a file counts as complete,
     /// such as 250ms or 1s.
@@ -151,6 +157,27 @@ fn parse_poll_interval(text: &str) -> Result<Duration, String> {
         Ok(_) => Err("the poll interval must be above zero, such as 30s".to_owned()),
         Err(error) => Err(error.to_string()),
     }
+}
+
+/// File descriptors that the default connection limit leaves for list
+/// files, the file watcher and the metrics listener.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// Returns the open-file limit less [`RESERVED_DESCRIPTORS`], so that too
+/// many clients make new ones wait instead of failing every open.
+fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable `rlimit` for the call.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    };
+    let max = soft.saturating_sub(RESERVED_DESCRIPTORS).clamp(1, 1 << 20);
+    usize::try_from(max).unwrap_or(1 << 20)
 }
 
 /// The runtime threads' scheduler time slice; `None` keeps the kernel's.
@@ -387,19 +414,14 @@ pub async fn serve(
         None => None,
     };
 
-    let timeouts = server::Timeouts {
+    let limits = server::Limits {
         grace: args.shutdown_grace,
         header_read: args.header_read_timeout,
+        max_connections: args
+            .max_connections
+            .map_or_else(default_max_connections, |max| max as usize),
     };
-    let served = server::serve(
-        listener,
-        metrics_listener,
-        state,
-        metrics,
-        shutdown,
-        timeouts,
-    )
-    .await;
+    let served = server::serve(listener, metrics_listener, state, metrics, shutdown, limits).await;
     reloader.abort();
     match served {
         Ok(()) => {

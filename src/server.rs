@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 use tonic::codec::CompressionEncoding;
@@ -80,13 +80,23 @@ pub async fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> (Router,
 
 /// Time limits of a server.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub struct Limits {
     /// Time open requests get to finish once shutdown begins.
     pub grace: Duration,
     /// Time an HTTP/1.1 connection gets to send a complete request head,
     /// counted from its start or its last response.
     pub header_read: Duration,
+    /// Connections served at once on the main listener. Further clients
+    /// wait in the kernel's listen queue until one closes.
+    pub max_connections: usize,
 }
+
+/// Connections served at once on the metrics listener, which only
+/// scrapers use.
+const MAX_METRICS_CONNECTIONS: usize = 64;
+
+/// Time between warnings while the connection limit keeps clients waiting.
+const LIMIT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Binds `address`; port 0 picks a free port.
 pub async fn bind(address: SocketAddr) -> io::Result<TcpListener> {
@@ -94,7 +104,7 @@ pub async fn bind(address: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops
-/// accepting, and waits at most `timeouts.grace` for open requests to finish.
+/// accepting, and waits at most `limits.grace` for open requests to finish.
 /// `metrics_listener`, if given, serves only `/metrics` and stops with the
 /// main listener.
 pub async fn serve(
@@ -103,7 +113,7 @@ pub async fn serve(
     state: Arc<AppState>,
     metrics: PrometheusHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    timeouts: Timeouts,
+    limits: Limits,
 ) -> io::Result<()> {
     let (app, mut reporter) = router(state.clone(), metrics.clone()).await;
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -112,7 +122,8 @@ pub async fn serve(
         listener,
         app,
         Some(state.clone()),
-        timeouts.header_read,
+        limits.header_read,
+        limits.max_connections,
         drain_rx.clone(),
     ));
     if let Some(metrics_listener) = metrics_listener {
@@ -121,7 +132,8 @@ pub async fn serve(
             metrics_listener,
             app,
             None,
-            timeouts.header_read,
+            limits.header_read,
+            limits.max_connections.min(MAX_METRICS_CONNECTIONS),
             drain_rx,
         ));
     }
@@ -134,10 +146,7 @@ pub async fn serve(
         () = shutdown => {}
     }
 
-    tracing::info!(
-        grace_seconds = timeouts.grace.as_secs_f64(),
-        "shutting down"
-    );
+    tracing::info!(grace_seconds = limits.grace.as_secs_f64(), "shutting down");
     state.begin_shutdown();
     report_not_serving(&mut reporter).await;
     let _ = drain_tx.send(true);
@@ -147,13 +156,13 @@ pub async fn serve(
         }
         Ok(())
     };
-    match tokio::time::timeout(timeouts.grace, drained).await {
+    match tokio::time::timeout(limits.grace, drained).await {
         Ok(result) => result,
         Err(_) => {
             // Connections that are still open when the process exits are
             // closed by the kernel.
             tracing::warn!(
-                grace_seconds = timeouts.grace.as_secs_f64(),
+                grace_seconds = limits.grace.as_secs_f64(),
                 "connections still open after the grace period; closing them"
             );
             servers.abort_all();
@@ -172,11 +181,27 @@ async fn serve_until_drained(
     app: Router,
     fast: Option<Arc<AppState>>,
     header_timeout: Duration,
+    max_connections: usize,
     drain: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut last_warning: Option<Instant> = None;
     let mut stop = drain.clone();
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if last_warning.is_none_or(|at| at.elapsed() >= LIMIT_WARNING_INTERVAL) {
+                    tracing::warn!(max_connections, "connection limit reached; new clients wait until a connection closes; raise --max-connections and the open-file limit to serve more");
+                    last_warning = Some(Instant::now());
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                    () = drained(&mut stop) => break,
+                }
+            }
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -190,13 +215,17 @@ async fn serve_until_drained(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "failed to set TCP_NODELAY");
         }
-        connections.spawn(connection(
+        let served = connection(
             stream,
             app.clone(),
             fast.clone(),
             header_timeout,
             drain.clone(),
-        ));
+        );
+        connections.spawn(async move {
+            served.await;
+            drop(slot);
+        });
     }
     drop(listener);
     connections.close();

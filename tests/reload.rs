@@ -879,9 +879,10 @@ async fn swaps_never_mix_tables() {
         async {
             let _ = stopped.await;
         },
-        ipclass::server::Timeouts {
+        ipclass::server::Limits {
             grace: Duration::from_secs(5),
             header_read: Duration::from_secs(30),
+            max_connections: 1024,
         },
     ));
 
