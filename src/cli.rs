@@ -306,7 +306,13 @@ pub fn lookup(args: &LookupArgs) -> ExitCode {
 /// Formats one line for `lookup`: the address, its verdict and where it came from.
 pub fn explain(table: &Table, text: &str) -> String {
     let found = classify_text(table, text);
-    let mut line = format!("{text}: {}", found.verdict);
+    // A newline or other control character in an argument would break the
+    // one-line-per-address output, so such text is shown escaped.
+    let mut line = if text.chars().any(char::is_control) {
+        format!("{text:?}: {}", found.verdict)
+    } else {
+        format!("{text}: {}", found.verdict)
+    };
     if let Ok(Normalized::Lookup(looked_up) | Normalized::Sentinel(looked_up)) =
         address::parse(text)
     {

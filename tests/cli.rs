@@ -354,6 +354,20 @@ fn lookup_explains_each_verdict() {
 }
 
 #[test]
+fn lookup_escapes_control_characters() {
+    let (_dir, config) = config_dir();
+    let forged = "8.8.8.8\n10.8.0.5: internal";
+    let output = run(&["lookup", "--config", &config, forged]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.starts_with("\"8.8.8.8\\n10.8.0.5: internal\": invalid"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn lookup_reads_config_from_environment() {
     let (_dir, config) = config_dir();
     let output = run_with_env(&["lookup", "192.168.1.10"], &[("IPCLASS_CONFIG", &config)]);
