@@ -85,8 +85,8 @@ pub struct ServeArgs {
     #[arg(long, env = "IPCLASS_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_header_timeout)]
     pub header_read_timeout: Duration,
 
-    /// Connections served at once; further clients wait in the listen
-    /// queue until one closes. Default: the open-file limit less 128, kept
+    /// Connections served at once. Further clients wait in the listen queue
+    /// until one closes. Default: the open-file limit less 128, which is kept
     /// for list files, the watcher and metrics.
     #[arg(long, env = "IPCLASS_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
@@ -180,7 +180,7 @@ fn default_max_connections() -> usize {
     usize::try_from(max).unwrap_or(1 << 20)
 }
 
-/// The runtime threads' scheduler time slice; `None` keeps the kernel's.
+/// The runtime threads' scheduler time slice, or `None` for the kernel's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedSlice(pub Option<Duration>);
 

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
 
 /// Gives the calling runtime thread the scheduler time slice `slice`.
 fn set_sched_slice(slice: std::time::Duration) {
-    // Each runtime thread makes the call; only the first failure is logged.
+    // Each runtime thread makes the call, and only the first failure is logged.
     static WARNED: std::sync::Once = std::sync::Once::new();
     if let Err(error) = ipclass::sched::set_thread_slice(Some(slice)) {
         let slice_us = slice.as_micros();

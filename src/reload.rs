@@ -334,11 +334,10 @@ impl OpenWrites {
         }
     }
 
-    /// Returns a file that a writer still has open, and the time since its
-    /// latest change, the most recently changed file first. An entry stays
-    /// until its writer closes the file, even when a writer never does or a
-    /// truncate by path raised no close, so only [`OpenWrites::forget`] ends
-    /// it otherwise.
+    /// Returns the most recently changed file that a writer still has open,
+    /// and the time since that change. An entry ends only with a close after
+    /// writing, a removal, a rename or [`OpenWrites::forget`]. A truncate by
+    /// path raises no close, so its entry stays until one of those.
     fn pending(&self) -> Option<(PathBuf, Duration)> {
         let files = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         files

@@ -52,7 +52,7 @@ pub fn set_thread_slice(slice: Option<Duration>) -> io::Result<()> {
         u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX)
     });
     // SAFETY: `attr` is a valid `sched_attr` of the size it declares, and it
-    // outlives the call; thread id 0 names the calling thread.
+    // outlives the call. Thread id 0 names the calling thread.
     let applied = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr, 0) };
     if applied != 0 {
         return Err(io::Error::last_os_error());

@@ -36,7 +36,7 @@ fn runtime_slices(pid: u32) -> Vec<u64> {
     runtime_field(pid, "se.slice")
 }
 
-/// Whether this kernel shows the EEVDF slice in `/proc`.
+/// Reports whether this kernel shows the EEVDF slice in `/proc`.
 fn kernel_shows_slice() -> bool {
     let own = fs::read_to_string("/proc/self/sched").unwrap_or_default();
     if !own.contains("se.slice") {
@@ -53,15 +53,19 @@ fn sched_slice_reaches_runtime_threads() {
     }
     let dir = TempDir::new("sched-slice");
     let config = dir.write("c.toml", CONFIG);
-    let default = Server::start(&config, &["--workers", "2"]);
-    let slices = runtime_slices(default.pid());
-    assert!(slices.len() >= 2, "runtime threads' slices: {slices:?}");
-    assert!(slices.iter().all(|&slice| slice == 100_000), "{slices:?}");
-
-    let chosen = Server::start(&config, &["--sched-slice", "300us", "--workers", "2"]);
-    let slices = runtime_slices(chosen.pid());
-    assert!(slices.len() >= 2, "runtime threads' slices: {slices:?}");
-    assert!(slices.iter().all(|&slice| slice == 300_000), "{slices:?}");
+    let cases: [(&[&str], u64); 2] = [(&[], 100_000), (&["--sched-slice", "300us"], 300_000)];
+    for (flags, expected) in cases {
+        let server = Server::start(&config, &[flags, &["--workers", "2"]].concat());
+        let slices = runtime_slices(server.pid());
+        assert!(
+            slices.len() >= 2,
+            "{flags:?}: runtime threads' slices {slices:?}"
+        );
+        assert!(
+            slices.iter().all(|&slice| slice == expected),
+            "{flags:?}: {slices:?}"
+        );
+    }
 
     let off = Server::start(&config, &["--sched-slice", "off", "--workers", "2"]);
     let slices = runtime_slices(off.pid());
@@ -79,7 +83,8 @@ fn reload_thread_runs_with_kernel_slice() {
     let mut server = Server::start(&config, &["--workers", "2"]);
     server.signal("HUP");
     server.wait_for_log(|line| line["message"] == "table reloaded");
-    // The blocking thread that ran the reload stays for a while after it.
+    // The blocking thread that ran the reload stays for tokio's keep-alive
+    // of 10 s after it.
     let slices = runtime_slices(server.pid());
     let short = slices.iter().filter(|&&slice| slice == 100_000).count();
     assert_eq!(short, 2, "only the two workers run with 100us: {slices:?}");

@@ -4,8 +4,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Server, TempDir};
@@ -259,9 +260,6 @@ fn stalled_request_cut_at_grace() {
 /// is dropped, and the shutdown still exits 0.
 #[test]
 fn closed_stderr_does_not_fail_exit() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-
     let dir = TempDir::new("shutdown-closed-stderr");
     let config = dir.write("c.toml", CONFIG);
     let mut child = Command::new(common::binary())
@@ -273,7 +271,7 @@ fn closed_stderr_does_not_fail_exit() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ipclass serve");
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     while !line.contains("listening") {
         line.clear();
