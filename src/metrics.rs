@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -206,12 +206,14 @@ async fn render(State(handle): State<PrometheusHandle>) -> Response {
 }
 
 /// Counts `ipclass_requests_total` and `ipclass_request_duration_seconds`
-/// for every HTTP request, including rejected ones and 404 fallbacks. gRPC
-/// requests pass through uncounted because the gRPC service counts them with
-/// their gRPC status code.
+/// for every HTTP request, including rejected ones and 404 fallbacks, and
+/// for every failed call of the classifier's gRPC methods.
 pub async fn count_http(request: Request, next: Next) -> Response {
-    if is_grpc(&request) {
-        return next.run(request).await;
+    if is_grpc(request.headers()) {
+        return match grpc_api(request.uri().path()) {
+            Some(api) => count_grpc_failure(api, request, next).await,
+            None => next.run(request).await,
+        };
     }
     let api = http_api(&request);
     let started = Instant::now();
@@ -220,9 +222,37 @@ pub async fn count_http(request: Request, next: Next) -> Response {
     response
 }
 
-fn is_grpc(request: &Request) -> bool {
-    request
+/// Counts a gRPC call that fails. A failed unary call returns its status in
+/// the response headers, whether the method rejected it or tonic did before
+/// the method ran, as for a message that does not decode or exceeds the size
+/// limit. The methods count the calls that succeed.
+async fn count_grpc_failure(api: Api, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let code = response
         .headers()
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok()?.parse::<i32>().ok())
+        .map(tonic::Code::from_i32);
+    if let Some(code) = code.filter(|&code| code != tonic::Code::Ok) {
+        record_grpc_code(api, code, started.elapsed());
+    }
+    response
+}
+
+/// The classifier method at `path`, if any.
+fn grpc_api(path: &str) -> Option<Api> {
+    match path.strip_prefix("/ipclass.v1.IpClassifier/")? {
+        "IsInternal" => Some(Api::GrpcIsInternal),
+        "IsInternalPacked" => Some(Api::GrpcIsInternalPacked),
+        "GetTableInfo" => Some(Api::GrpcGetTableInfo),
+        _ => None,
+    }
+}
+
+/// Tells whether a request with `headers` is a gRPC call.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/grpc"))
@@ -262,16 +292,13 @@ fn http_status(code: &str) -> Option<StatusCode> {
     (status.as_str() == code).then_some(status)
 }
 
-/// Counts `result` of a gRPC call under `api` with its status code name.
-///
-/// NOTE: a message over the decoding limit is rejected by tonic before the
-/// service runs, so it is not counted here.
-pub fn record_grpc<T>(api: Api, result: &Result<T, tonic::Status>, started: Instant) {
-    let code = match result {
-        Ok(_) => tonic::Code::Ok,
-        Err(status) => status.code(),
-    };
-    record_grpc_code(api, code, started.elapsed());
+/// Counts a gRPC call under `api` if its `result` is a success. Failures
+/// are counted by [`count_http`], which also counts the ones that tonic
+/// rejects before the method runs.
+pub fn record_grpc_success<T>(api: Api, result: &Result<T, tonic::Status>, started: Instant) {
+    if result.is_ok() {
+        record_grpc_code(api, tonic::Code::Ok, started.elapsed());
+    }
 }
 
 /// Adds one gRPC request that ended with `code` and its duration, as

@@ -213,6 +213,20 @@ async fn run_known_workload(server: &Server, max_batch: usize) {
     let status = grpc.is_internal_packed(ragged).await.expect_err("5 bytes");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 
+    // Failures that tonic answers before a method runs: a message that is
+    // not protobuf, and one over the size limit.
+    let truncated = [0x0a, 0x05, b'1', b'0'];
+    let text_path = "/ipclass.v1.IpClassifier/IsInternal";
+    let packed_path = "/ipclass.v1.IpClassifier/IsInternalPacked";
+    let (code, _) = common::grpc_raw(server, text_path, &truncated).await;
+    assert_eq!(code, "13", "INTERNAL");
+    let (code, _) = common::grpc_raw(server, packed_path, &truncated).await;
+    assert_eq!(code, "13", "INTERNAL");
+    // The limit is 136 bytes an address plus 4 KiB.
+    let oversize = vec![0; max_batch * 200 + 8192];
+    let (code, _) = common::grpc_raw(server, packed_path, &oversize).await;
+    assert_eq!(code, "11", "OUT_OF_RANGE, as tonic answers it");
+
     let http = reqwest::Client::new();
     let get = |query: &str| {
         http.get(server.url(&format!("/v1/is-internal{query}")))
@@ -272,8 +286,11 @@ fn scrape_counts_known_workload() {
     let expected_requests = [
         ("grpc_is_internal", "OK", 1.0),
         ("grpc_is_internal", "INVALID_ARGUMENT", 1.0),
+        ("grpc_is_internal", "INTERNAL", 1.0),
         ("grpc_is_internal_packed", "OK", 1.0),
         ("grpc_is_internal_packed", "INVALID_ARGUMENT", 1.0),
+        ("grpc_is_internal_packed", "INTERNAL", 1.0),
+        ("grpc_is_internal_packed", "OUT_OF_RANGE", 1.0),
         ("http_get", "200", 1.0),
         ("http_get", "400", 2.0),
         ("http_post", "200", 1.0),

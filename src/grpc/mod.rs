@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::classify::{classify_text, Classification};
 use crate::error::RequestError;
-use crate::metrics::{record_grpc, Api, BatchTally};
+use crate::metrics::{record_grpc_success, Api, BatchTally};
 use crate::proto::{
     self, ip_classifier_server::IpClassifier, GetTableInfoRequest, IsInternalPackedRequest,
     IsInternalPackedResponse, IsInternalRequest, IsInternalResponse, TableInfo,
@@ -106,7 +106,7 @@ impl IpClassifier for ClassifierService {
     ) -> Result<Response<IsInternalResponse>, Status> {
         let started = Instant::now();
         let result = self.classify_text_batch(request.into_inner().ips);
-        record_grpc(Api::GrpcIsInternal, &result, started);
+        record_grpc_success(Api::GrpcIsInternal, &result, started);
         result
     }
 
@@ -116,7 +116,7 @@ impl IpClassifier for ClassifierService {
     ) -> Result<Response<IsInternalPackedResponse>, Status> {
         let started = Instant::now();
         let result = self.classify_packed_batch(request.into_inner());
-        record_grpc(Api::GrpcIsInternalPacked, &result, started);
+        record_grpc_success(Api::GrpcIsInternalPacked, &result, started);
         result
     }
 
@@ -127,7 +127,7 @@ impl IpClassifier for ClassifierService {
         let started = Instant::now();
         let snapshot = self.state.snapshot();
         let result = Ok(Response::new(table_info(&self.state, &snapshot)));
-        record_grpc(Api::GrpcGetTableInfo, &result, started);
+        record_grpc_success(Api::GrpcGetTableInfo, &result, started);
         result
     }
 }

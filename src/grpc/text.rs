@@ -22,7 +22,7 @@ use tonic::{Code, Status};
 
 use crate::grpc::batch::{text_response_capacity, write_text_response};
 use crate::grpc::{log_rejected, request_span};
-use crate::metrics::{record_grpc, record_grpc_code, Api, BatchTally};
+use crate::metrics::{record_grpc_code, Api, BatchTally};
 use crate::proto::IsInternalRequest;
 use crate::state::{AppState, Snapshot};
 use crate::table::Table;
@@ -213,9 +213,7 @@ impl UnaryService<TextBatch> for TextMethod {
                 );
                 let _entered = span.enter();
                 log_rejected(&error);
-                let status = Status::from(error);
-                record_grpc::<()>(Api::GrpcIsInternal, &Err(status.clone()), started);
-                Err(status)
+                Err(Status::from(error))
             }
         };
         ready(answer)

@@ -215,3 +215,56 @@ pub fn classification(ip: &str, verdict: &str, set: &str, network: &str) -> Valu
         "generation": 1,
     })
 }
+
+/// Sends `message` to the gRPC method at `path` as one length-prefixed
+/// frame over a raw HTTP/2 stream, whatever its bytes, and returns the
+/// `grpc-status` and `grpc-message` of the response. Real gRPC clients only
+/// send messages that they encode themselves.
+pub async fn grpc_raw(server: &Server, path: &str, message: &[u8]) -> (String, String) {
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    grpc_raw_body(server, path, frame, true).await
+}
+
+/// Sends `body` as the request body of a gRPC call to `path`, ending the
+/// stream only if `end` is true, and returns the `grpc-status` and
+/// `grpc-message` of the response.
+pub async fn grpc_raw_body(
+    server: &Server,
+    path: &str,
+    body: Vec<u8>,
+    end: bool,
+) -> (String, String) {
+    let address = server.url("").trim_start_matches("http://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = axum::http::Request::post(format!("http://{address}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut stream) = client.send_request(request, false).unwrap();
+    stream.send_data(body.into(), end).unwrap();
+    let response = tokio::time::timeout(LOG_TIMEOUT, response)
+        .await
+        .expect("a response within the log timeout")
+        .unwrap();
+
+    // The status comes in the headers or, after a message, in the trailers.
+    let mut headers = response.headers().clone();
+    if !headers.contains_key("grpc-status") {
+        let mut body = response.into_body();
+        while body.data().await.is_some() {}
+        headers = body.trailers().await.unwrap().expect("trailers");
+    }
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    (text("grpc-status"), text("grpc-message"))
+}
