@@ -82,8 +82,19 @@ pub struct ServeArgs {
     /// Time an HTTP/1.1 connection gets to send a complete request head,
     /// counted from its start or its last response, such as 30s. Idle
     /// keep-alive connections close after it too.
-    #[arg(long, env = "IPCLASS_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_header_timeout)]
+    #[arg(long, env = "IPCLASS_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
     pub header_read_timeout: Duration,
+
+    /// Maximum pause in a request body, such as 30s. A request whose body
+    /// sends nothing for longer fails: HTTP with 408, gRPC with
+    /// DEADLINE_EXCEEDED.
+    #[arg(long, env = "IPCLASS_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
+    pub body_read_timeout: Duration,
+
+    /// Time a connection may stay open without a request in progress, such
+    /// as 5m. HTTP/2 clients get a GOAWAY and reconnect on their next call.
+    #[arg(long, env = "IPCLASS_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_timeout)]
+    pub idle_timeout: Duration,
 
     /// Connections served at once. Further clients wait in the listen queue
     /// until one closes. Default: the open-file limit less 128, which is kept
@@ -199,10 +210,10 @@ fn parse_sched_slice(text: &str) -> Result<SchedSlice, String> {
     }
 }
 
-fn parse_header_timeout(text: &str) -> Result<Duration, String> {
+fn parse_timeout(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(timeout) if !timeout.is_zero() => Ok(timeout),
-        Ok(_) => Err("the header read timeout must be above zero, such as 30s".to_owned()),
+        Ok(_) => Err("the timeout must be above zero, such as 30s".to_owned()),
         Err(error) => Err(error.to_string()),
     }
 }
@@ -423,6 +434,8 @@ pub async fn serve(
     let limits = server::Limits {
         grace: args.shutdown_grace,
         header_read: args.header_read_timeout,
+        body_read: args.body_read_timeout,
+        idle: args.idle_timeout,
         max_connections: args
             .max_connections
             .map_or_else(default_max_connections, |max| max as usize),

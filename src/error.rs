@@ -26,6 +26,8 @@ pub enum RequestError {
     CompressedBody(String),
     #[error("request body exceeds {0} bytes; split the batch")]
     BodyTooLarge(usize),
+    #[error("{0}")]
+    BodyStalled(String),
     #[error("failed to read the request body: {0}")]
     BodyRead(String),
 }
@@ -35,6 +37,7 @@ impl RequestError {
         match self {
             RequestError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::CompressedBody(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RequestError::BodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         }
     }

@@ -16,6 +16,7 @@
 //! - [`server`]: one listener for both, with graceful shutdown.
 //! - [`cli`]: the `serve`, `check` and `lookup` commands.
 
+pub mod activity;
 pub mod address;
 pub mod classify;
 pub mod cli;

@@ -23,6 +23,7 @@ use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::activity::{Activity, Tracked};
 use crate::address::MAX_ADDRESS_LEN;
 use crate::grpc::text::{self, TextService};
 use crate::grpc::{ClassifierService, IpClassifierServer};
@@ -86,6 +87,10 @@ pub struct Limits {
     /// Time an HTTP/1.1 connection gets to send a complete request head,
     /// counted from its start or its last response.
     pub header_read: Duration,
+    /// Maximum wait for the next piece of a request body.
+    pub body_read: Duration,
+    /// Time without an open request after which a connection is closed.
+    pub idle: Duration,
     /// Connections served at once on the main listener. Further clients
     /// wait in the kernel's listen queue until one closes.
     pub max_connections: usize,
@@ -94,6 +99,15 @@ pub struct Limits {
 /// Connections served at once on the metrics listener, which only
 /// scrapers use.
 const MAX_METRICS_CONNECTIONS: usize = 64;
+
+/// Interval of the HTTP/2 pings that detect connections whose client is
+/// gone, and the time the client gets to acknowledge each.
+const PING_INTERVAL: Duration = Duration::from_secs(60);
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Time a connection closed for being idle gets to finish its goodbye: an
+/// HTTP/2 client acknowledges the GOAWAY, and a silent one is dropped then.
+const IDLE_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Time between warnings while the connection limit keeps clients waiting.
 const LIMIT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
@@ -122,18 +136,20 @@ pub async fn serve(
         listener,
         app,
         Some(state.clone()),
-        limits.header_read,
-        limits.max_connections,
+        limits,
         drain_rx.clone(),
     ));
     if let Some(metrics_listener) = metrics_listener {
         let app = metrics::routes(metrics).layer(axum::middleware::from_fn(metrics::count_http));
+        let limits = Limits {
+            max_connections: limits.max_connections.min(MAX_METRICS_CONNECTIONS),
+            ..limits
+        };
         servers.spawn(serve_until_drained(
             metrics_listener,
             app,
             None,
-            limits.header_read,
-            limits.max_connections.min(MAX_METRICS_CONNECTIONS),
+            limits,
             drain_rx,
         ));
     }
@@ -180,10 +196,10 @@ async fn serve_until_drained(
     listener: TcpListener,
     app: Router,
     fast: Option<Arc<AppState>>,
-    header_timeout: Duration,
-    max_connections: usize,
+    limits: Limits,
     drain: watch::Receiver<bool>,
 ) -> io::Result<()> {
+    let max_connections = limits.max_connections;
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(max_connections));
     let mut last_warning: Option<Instant> = None;
@@ -215,13 +231,7 @@ async fn serve_until_drained(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "failed to set TCP_NODELAY");
         }
-        let served = connection(
-            stream,
-            app.clone(),
-            fast.clone(),
-            header_timeout,
-            drain.clone(),
-        );
+        let served = connection(stream, app.clone(), fast.clone(), limits, drain.clone());
         connections.spawn(async move {
             served.await;
             drop(slot);
@@ -234,16 +244,17 @@ async fn serve_until_drained(
 }
 
 /// Serves one connection: first the fast path, if any, then hyper with
-/// whatever the fast path left unanswered.
+/// whatever the fast path left unanswered. A connection without an open
+/// request for `limits.idle` is closed as in a shutdown.
 async fn connection(
     stream: TcpStream,
     app: Router,
     fast: Option<Arc<AppState>>,
-    header_timeout: Duration,
+    limits: Limits,
     mut drain: watch::Receiver<bool>,
 ) {
     let (io, served) = match fast {
-        Some(state) => match fast::serve(stream, &state, header_timeout, &mut drain).await {
+        Some(state) => match fast::serve(stream, &state, limits.header_read, &mut drain).await {
             Outcome::Closed => return,
             Outcome::Handoff { io, served } => (io, served),
         },
@@ -256,20 +267,38 @@ async fn connection(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+        .header_read_timeout(limits.header_read);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(PING_INTERVAL)
+        .keep_alive_timeout(PING_TIMEOUT);
+    let activity = Arc::new(Activity::default());
+    let service = Tracked::new(app, activity.clone(), limits.body_read);
+    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(connection);
-    tokio::select! {
+    let idle = tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
                 tracing::trace!(%error, "connection ended with an error");
             }
             return;
         }
-        () = drained(&mut drain) => {}
-    }
+        () = drained(&mut drain) => false,
+        () = activity.idle_for(limits.idle) => true,
+    };
     connection.as_mut().graceful_shutdown();
-    if let Err(error) = connection.await {
+    if idle {
+        tracing::debug!(
+            idle_seconds = limits.idle.as_secs_f64(),
+            "closing a connection without requests"
+        );
+        // A client that never acknowledges the goodbye would otherwise keep
+        // the connection open.
+        if let Ok(Err(error)) = tokio::time::timeout(IDLE_CLOSE_WAIT, connection).await {
+            tracing::trace!(%error, "connection ended with an error");
+        }
+    } else if let Err(error) = connection.await {
         tracing::trace!(%error, "connection ended with an error");
     }
 }

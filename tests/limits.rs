@@ -1,10 +1,12 @@
-//! The connection limit of `serve --max-connections`, through real sockets.
+//! The limits that `serve` puts on connections, through real sockets: how
+//! many are served at once, how long a request body may pause, and how long
+//! a connection may stay idle.
 
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Server, TempDir};
 
@@ -58,4 +60,176 @@ fn limit_queues_clients_until_one_closes() {
     let response = String::from_utf8_lossy(&buffer[..read]);
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(get(&mut second).unwrap().starts_with("HTTP/1.1 200"));
+}
+
+/// Reads from `stream` until the server closes it, and returns all it sent.
+fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut received = Vec::new();
+    stream
+        .read_to_end(&mut received)
+        .expect("the server closes the connection within 20 s");
+    received
+}
+
+#[test]
+fn stalled_body_gets_408_and_the_connection_closes() {
+    let dir = TempDir::new("limits-stalled-body");
+    let config = dir.write("c.toml", CONFIG);
+    let server = Server::start(&config, &["--body-read-timeout", "1s"]);
+    let address = server.url("").trim_start_matches("http://").to_owned();
+
+    let mut stream = TcpStream::connect(&address).unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"POST /v1/is-internal HTTP/1.1\r\nHost: ipclass\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"ips\": [")
+        .unwrap();
+    let received = read_to_close(&mut stream);
+    let waited = started.elapsed();
+    let response = String::from_utf8_lossy(&received);
+    assert!(response.starts_with("HTTP/1.1 408 "), "{response}");
+    let body: serde_json::Value =
+        serde_json::from_str(&response[response.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(
+        body["error"],
+        "no request body data arrived for 1s; send the body without pauses that long, or raise --body-read-timeout"
+    );
+    assert!(
+        waited >= Duration::from_secs(1),
+        "answered after {waited:?}"
+    );
+}
+
+#[test]
+fn short_body_pauses_are_served() {
+    let dir = TempDir::new("limits-slow-body");
+    let config = dir.write("c.toml", CONFIG);
+    let server = Server::start(&config, &["--body-read-timeout", "1s"]);
+    let address = server.url("").trim_start_matches("http://").to_owned();
+
+    let body = br#"{"ips": ["10.1.2.3", "192.0.2.1"]}"#;
+    let mut stream = TcpStream::connect(&address).unwrap();
+    let head = format!(
+        "POST /v1/is-internal HTTP/1.1\r\nHost: ipclass\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // Three pieces, each well within the timeout, and 1.2 s in all.
+    for piece in body.chunks(body.len().div_ceil(3)) {
+        std::thread::sleep(Duration::from_millis(400));
+        stream.write_all(piece).unwrap();
+    }
+    let received = read_to_close(&mut stream);
+    let response = String::from_utf8_lossy(&received);
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+    let answer: serde_json::Value =
+        serde_json::from_str(&response[response.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(answer["results"][0]["verdict"], "internal");
+    assert_eq!(answer["results"][1]["verdict"], "external");
+}
+
+#[test]
+fn oversize_declared_body_is_refused_before_100_continue() {
+    let dir = TempDir::new("limits-expect");
+    let config = dir.write("c.toml", CONFIG);
+    let server = Server::start(&config, &["--max-batch-size", "10"]);
+    let address = server.url("").trim_start_matches("http://").to_owned();
+
+    let mut stream = TcpStream::connect(&address).unwrap();
+    stream
+        .write_all(b"POST /v1/is-internal HTTP/1.1\r\nHost: ipclass\r\nExpect: 100-continue\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buffer = [0u8; 512];
+    let read = stream.read(&mut buffer).unwrap();
+    let response = String::from_utf8_lossy(&buffer[..read]);
+    // 10 addresses of at most 128 bytes, 8 bytes of JSON each, and 4096.
+    assert!(response.starts_with("HTTP/1.1 413 "), "{response}");
+    assert!(
+        response.ends_with(r#"{"error":"request body exceeds 5456 bytes; split the batch"}"#),
+        "{response}"
+    );
+}
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// Frame types of `received`, read as a sequence of HTTP/2 frames.
+fn frame_types(mut received: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while received.len() >= 9 {
+        let length = usize::from(received[0]) << 16
+            | usize::from(received[1]) << 8
+            | usize::from(received[2]);
+        types.push(received[3]);
+        received = &received[(9 + length).min(received.len())..];
+    }
+    types
+}
+
+#[test]
+fn idle_http2_connection_gets_goaway_and_closes() {
+    const GOAWAY: u8 = 7;
+    let dir = TempDir::new("limits-idle");
+    let config = dir.write("c.toml", CONFIG);
+    let server = Server::start(&config, &["--idle-timeout", "1s"]);
+    let address = server.url("").trim_start_matches("http://").to_owned();
+
+    // A client that opens HTTP/2, then neither sends a request nor
+    // acknowledges the server's GOAWAY.
+    let mut stream = TcpStream::connect(&address).unwrap();
+    let started = Instant::now();
+    stream.write_all(H2_PREFACE).unwrap();
+    let received = read_to_close(&mut stream);
+    let waited = started.elapsed();
+    assert!(frame_types(&received).contains(&GOAWAY), "{received:?}");
+    assert!(waited >= Duration::from_secs(1), "closed after {waited:?}");
+}
+
+#[tokio::test]
+async fn open_watch_stream_keeps_its_connection() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let dir = TempDir::new("limits-watch");
+    let config = dir.write("c.toml", CONFIG);
+    let server = Server::start(&config, &["--idle-timeout", "1s"]);
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc_endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    let mut watch = health.watch(request).await.unwrap().into_inner();
+    let first = watch.message().await.unwrap().expect("a first status");
+    assert_eq!(first.status, 1, "SERVING");
+    // Three idle timeouts pass while the stream is open; the server must
+    // neither end the stream nor close its connection.
+    let next = tokio::time::timeout(Duration::from_secs(3), watch.message()).await;
+    assert!(next.is_err(), "the stream ended: {next:?}");
+}
+
+#[tokio::test]
+async fn stalled_grpc_body_gets_deadline_exceeded() {
+    let dir = TempDir::new("limits-grpc-body");
+    let config = dir.write("c.toml", CONFIG);
+    let server = Server::start(&config, &["--body-read-timeout", "1s"]);
+
+    // A message header that announces 100 bytes, then 4 of them, and the
+    // stream left open.
+    let partial = b"\0\0\0\0\x64\x0a\x04\x0a\x01".to_vec();
+    let path = "/ipclass.v1.IpClassifier/IsInternalPacked";
+    let (code, message) = common::grpc_raw_body(&server, path, partial, false).await;
+    assert_eq!(code, "4", "DEADLINE_EXCEEDED");
+    assert!(
+        message.starts_with("no%20request%20body%20data%20arrived%20for%201s"),
+        "{message}"
+    );
 }

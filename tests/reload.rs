@@ -882,6 +882,8 @@ async fn swaps_never_mix_tables() {
         ipclass::server::Limits {
             grace: Duration::from_secs(5),
             header_read: Duration::from_secs(30),
+            body_read: Duration::from_secs(30),
+            idle: Duration::from_secs(300),
             max_connections: 1024,
         },
     ));

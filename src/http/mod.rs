@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::activity::BodyStalled;
 use crate::address::MAX_ADDRESS_LEN;
 use crate::classify::classify_text;
 use crate::error::RequestError;
@@ -120,11 +121,21 @@ async fn is_internal_batch(
 ) -> Result<Response, RequestError> {
     check_content_encoding(&headers)?;
     let limit = body_limit(state.max_batch);
+    // A declared length over the limit is refused before any of the body is
+    // read, so a client that waits for `100 Continue` sends none of it.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(RequestError::BodyTooLarge(limit));
+    }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|error| {
-        if is_length_limit(&error) {
-            RequestError::BodyTooLarge(limit)
-        } else {
-            RequestError::BodyRead(error.to_string())
+        match find_source::<BodyStalled>(&error) {
+            Some(stalled) => RequestError::BodyStalled(stalled.to_string()),
+            None if find_source::<http_body_util::LengthLimitError>(&error).is_some() => {
+                RequestError::BodyTooLarge(limit)
+            }
+            None => RequestError::BodyRead(error.to_string()),
         }
     })?;
     // Some Windows tools write a UTF-8 byte order mark before the JSON, which
@@ -187,15 +198,16 @@ fn body_limit(max_batch: usize) -> usize {
         .saturating_add(4096)
 }
 
-fn is_length_limit(error: &axum::Error) -> bool {
+/// Returns the first error of type `E` in the source chain of `error`.
+fn find_source<E: std::error::Error + 'static>(error: &axum::Error) -> Option<&E> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = source {
-        if current.is::<http_body_util::LengthLimitError>() {
-            return true;
+        if let Some(found) = current.downcast_ref::<E>() {
+            return Some(found);
         }
         source = current.source();
     }
-    false
+    None
 }
 
 async fn table(State(state): State<Arc<AppState>>) -> Response {
@@ -239,11 +251,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// Handles paths that no route serves: gRPC callers get UNIMPLEMENTED, others
 /// a JSON 404.
 pub async fn not_found(method: Method, uri: Uri, headers: axum::http::HeaderMap) -> Response {
-    let is_grpc = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/grpc"));
-    if is_grpc {
+    if crate::metrics::is_grpc(&headers) {
         let status = tonic::Status::unimplemented(format!("no gRPC method at {}", uri.path()));
         return status.into_http();
     }

@@ -1,0 +1,179 @@
+//! Request tracking for one connection: the count of open requests, so that
+//! a connection without any for a while can be closed, and a timeout on each
+//! wait for request body data.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use axum::BoxError;
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use hyper::body::{Frame, SizeHint};
+use tower::Service;
+use tower_http::timeout::{TimeoutBody, TimeoutError};
+
+use crate::metrics::is_grpc;
+
+/// Paths whose request bodies may pause without limit: a reflection client
+/// keeps its request stream open between questions.
+const UNTIMED_PREFIX: &str = "/grpc.reflection.";
+
+/// Counts of the requests on one connection.
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// Requests whose response body is not finished or dropped yet.
+    open: AtomicUsize,
+    /// Requests started since the connection opened.
+    started: AtomicU64,
+}
+
+impl Activity {
+    /// Resolves once no request has been open on the connection for
+    /// `timeout`, checked every quarter of it, so it resolves at most a
+    /// quarter late.
+    pub async fn idle_for(&self, timeout: Duration) {
+        let tick = (timeout / 4).max(Duration::from_millis(10));
+        let mut seen = self.started.load(Ordering::Relaxed);
+        let mut idle_since = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(tick).await;
+            let started = self.started.load(Ordering::Relaxed);
+            let now = tokio::time::Instant::now();
+            if started != seen || self.open.load(Ordering::Relaxed) > 0 {
+                seen = started;
+                idle_since = now;
+            } else if now.duration_since(idle_since) >= timeout {
+                return;
+            }
+        }
+    }
+}
+
+/// Decrements [`Activity::open`] when dropped.
+struct OpenRequest(Arc<Activity>);
+
+impl OpenRequest {
+    fn new(activity: &Arc<Activity>) -> OpenRequest {
+        activity.started.fetch_add(1, Ordering::Relaxed);
+        activity.open.fetch_add(1, Ordering::Relaxed);
+        OpenRequest(activity.clone())
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A service that records its requests in an [`Activity`] and fails a
+/// request body that sends nothing for `body_timeout`.
+#[derive(Clone)]
+pub struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    body_timeout: Duration,
+}
+
+impl<S> Tracked<S> {
+    pub fn new(inner: S, activity: Arc<Activity>, body_timeout: Duration) -> Tracked<S> {
+        Tracked {
+            inner,
+            activity,
+            body_timeout,
+        }
+    }
+}
+
+impl<S, B> Service<Request<B>> for Tracked<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let open = OpenRequest::new(&self.activity);
+        let request = if request.uri().path().starts_with(UNTIMED_PREFIX) {
+            request.map(Body::new)
+        } else {
+            let grpc = is_grpc(request.headers());
+            let timeout = self.body_timeout;
+            request.map(|body| timed_body(body, timeout, grpc))
+        };
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| Body::new(Guarded { body, _open: open })))
+        })
+    }
+}
+
+/// Wraps `body` so that a wait of more than `timeout` for its next frame
+/// fails it. For gRPC the error is a status, which tonic passes on to the
+/// client as it is.
+fn timed_body<B>(body: B, timeout: Duration, grpc: bool) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    Body::new(
+        TimeoutBody::new(timeout, body).map_err(move |error: BoxError| {
+            if !error.is::<TimeoutError>() {
+                return error;
+            }
+            let stalled = BodyStalled(timeout);
+            if grpc {
+                Box::new(tonic::Status::deadline_exceeded(stalled.to_string()))
+            } else {
+                Box::new(stalled)
+            }
+        }),
+    )
+}
+
+/// Error of a request body that sent nothing for the given time.
+#[derive(Debug, thiserror::Error)]
+#[error("no request body data arrived for {}; send the body without pauses that long, or raise --body-read-timeout", humantime::format_duration(*.0))]
+pub struct BodyStalled(pub Duration);
+
+/// A response body that keeps its request counted as open until the body
+/// is finished or dropped.
+struct Guarded {
+    body: Body,
+    _open: OpenRequest,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
