@@ -311,14 +311,23 @@ async fn debounce(
 }
 
 /// Files that a writer changed and has not closed since, as inotify reports
-/// them, with the time of the latest change. A close after writing, a
-/// removal or a rename of the file ends its entry.
+/// them, with the time of the latest change, and the time of the latest
+/// relevant event of any kind. A close after writing, a removal or a rename
+/// of the file ends its entry.
 #[derive(Debug, Clone, Default)]
-struct OpenWrites(Arc<Mutex<HashMap<PathBuf, Instant>>>);
+struct OpenWrites(Arc<Mutex<Writes>>);
+
+#[derive(Debug, Default)]
+struct Writes {
+    files: HashMap<PathBuf, Instant>,
+    last_event: Option<Instant>,
+}
 
 impl OpenWrites {
     fn note(&self, event: &Event) {
-        let mut files = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut writes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        writes.last_event = Some(Instant::now());
+        let files = &mut writes.files;
         for path in &event.paths {
             match event.kind {
                 EventKind::Modify(ModifyKind::Data(_)) => {
@@ -339,8 +348,9 @@ impl OpenWrites {
     /// writing, a removal, a rename or [`OpenWrites::forget`]. A truncate by
     /// path raises no close, so its entry stays until one of those.
     fn pending(&self) -> Option<(PathBuf, Duration)> {
-        let files = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        files
+        let writes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        writes
+            .files
             .iter()
             .max_by_key(|(_, changed)| **changed)
             .map(|(file, changed)| (file.clone(), changed.elapsed()))
@@ -348,8 +358,25 @@ impl OpenWrites {
 
     /// Ends the entry of `file`, so reloads no longer wait for its writer.
     fn forget(&self, file: &Path) {
-        let mut files = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        files.remove(file);
+        let mut writes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        writes.files.remove(file);
+    }
+
+    /// Blocks until no relevant event has arrived for `quiet`. Events keep
+    /// coming only while files change, so the wait ends.
+    fn wait_quiet(&self, quiet: Duration) {
+        loop {
+            let last_event = self
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .last_event;
+            let since = last_event.map_or(quiet, |at| at.elapsed());
+            if since >= quiet {
+                return;
+            }
+            std::thread::sleep(quiet - since);
+        }
     }
 }
 
@@ -570,6 +597,7 @@ impl Reloader {
         let settle = self.settle;
         let generation = current.table.generation() + 1;
         let current_hash = (trigger != Trigger::Signal).then(|| current.content_hash.clone());
+        let writes = self.writes.clone();
         self.reload_started = Instant::now();
         let task = tokio::task::spawn_blocking(move || {
             // The parse and build threads start from this one and inherit
@@ -577,7 +605,7 @@ impl Reloader {
             if let Err(error) = crate::sched::set_thread_slice(None) {
                 tracing::debug!(%error, "failed to reset the reload thread's time slice; reloading with the current one");
             }
-            build(&path, settle, generation, current_hash.as_deref())
+            build(&path, settle, generation, current_hash.as_deref(), &writes)
         });
         let outcome = match task.await {
             Ok(outcome) => outcome,
@@ -728,14 +756,19 @@ fn describe_sets(snapshot: &Snapshot) -> String {
 
 /// Reads the config and builds generation `generation` from it, then keeps
 /// the result once its files still hash alike `settle` after the last file
-/// was read, so a file caught mid-write is read again. Skips the build when the content hash
+/// was read, so a file caught mid-write is read again. Every read starts
+/// once no file event has arrived for `settle`, so a state that lasts less
+/// than twice that is never kept. Skips the build when the content hash
 /// equals `current_hash`. Blocks, so it runs on a blocking thread.
 fn build(
     path: &Path,
     settle: Duration,
     generation: u64,
     current_hash: Option<&str>,
+    writes: &OpenWrites,
 ) -> Result<Outcome, ConfigErrors> {
+    // A poll or a SIGHUP may come right after a file event.
+    writes.wait_quiet(settle);
     let mut started = Instant::now();
     let (mut result, mut read_end) = config::load_timing_reads(path);
     for _ in 0..MAX_SETTLE_READS {
@@ -745,6 +778,7 @@ fn build(
             Ok(loaded) => outcome_of(loaded, generation, started, current_hash),
             Err(errors) => {
                 std::thread::sleep(settle);
+                writes.wait_quiet(settle);
                 started = Instant::now();
                 let (next, next_read_end) = config::load_timing_reads(path);
                 if matches!(&next, Err(again) if again.to_string() == errors.to_string()) {
@@ -761,6 +795,10 @@ fn build(
         if hash.ok().as_deref() == Some(outcome.content_hash()) {
             return Ok(outcome);
         }
+        // The files changed during the wait, so more changes may follow,
+        // as when an update renames several files one after another.
+        std::thread::sleep(settle);
+        writes.wait_quiet(settle);
         started = Instant::now();
         (result, read_end) = config::load_timing_reads(path);
     }
@@ -1002,6 +1040,7 @@ mod tests {
             .0
             .lock()
             .unwrap()
+            .files
             .insert(PathBuf::from(list), long_ago);
         let (file, idle) = writes
             .pending()

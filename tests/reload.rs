@@ -495,6 +495,65 @@ fn poll_finds_change_without_event() {
     );
 }
 
+/// Asks for `ip` over HTTP until `stop` is set, and returns the verdicts
+/// seen, with how often each came.
+async fn verdicts_until(url: String, stop: Arc<AtomicBool>) -> HashMap<String, u64> {
+    const MAX_TIME: Duration = Duration::from_secs(60);
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut verdicts = HashMap::new();
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_TIME {
+        let verdict = match client.get(&url).send().await {
+            Ok(response) => match response.json::<Value>().await {
+                Ok(body) => body["verdict"].as_str().unwrap_or("none").to_owned(),
+                Err(error) => format!("unreadable: {error}"),
+            },
+            Err(error) => format!("failed: {error}"),
+        };
+        *verdicts.entry(verdict).or_insert(0) += 1;
+    }
+    verdicts
+}
+
+#[test]
+fn staged_update_is_not_served_halfway() {
+    // An update in three renames, 1.6 s apart with a 1 s quiet period: a
+    // comment, then a config that takes the guest carve-out from a list
+    // file, then that list file. Served alone, the middle state would call
+    // guest addresses internal.
+    const SETS: &str = "[sets.lan]\ninternal = true\nnetworks = [\"10.0.0.0/8\"]\n\n";
+    let before = format!("{SETS}[sets.guest]\ninternal = false\nnetworks = [\"10.99.0.0/16\"]\n");
+    let after = format!("{SETS}[sets.guest]\ninternal = false\nfiles = [\"guest.txt\"]\n");
+    let dir = TempDir::new("reload-staged");
+    let list = dir.write("guest.txt", "# filled in by the update\n");
+    let config = dir.write("c.toml", &before);
+    let server = Server::start(
+        &config,
+        &["--reload-debounce", "1s", "--poll-interval", "1h"],
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = server.url("/v1/is-internal?ip=10.99.1.1");
+    let flag = stop.clone();
+    let prober = thread::spawn(move || runtime().block_on(verdicts_until(url, flag)));
+    replace_by_rename(&config, &format!("# edited\n{before}"));
+    thread::sleep(Duration::from_millis(1600));
+    replace_by_rename(&config, &after);
+    thread::sleep(Duration::from_millis(1600));
+    replace_by_rename(&list, "10.99.0.0/16\n10.98.0.0/16\n");
+    await_table(&server, "the final state", |table| {
+        table["sets"][0]["name"] == "guest" && table["sets"][0]["ipv4_prefixes"] == 2
+    });
+    stop.store(true, Ordering::Relaxed);
+    let verdicts = prober.join().expect("prober thread");
+
+    assert!(
+        verdicts.get("external").is_some_and(|&count| count > 0),
+        "{verdicts:?}"
+    );
+    assert_eq!(verdicts.len(), 1, "{verdicts:?}");
+}
+
 /// Returns whether the log so far has a line containing `text`.
 fn logged(server: &Server, text: &str) -> bool {
     server
