@@ -384,12 +384,15 @@ async fn empty_and_overlong_text_are_invalid() {
     let mut client = connect(&fixture.server).await;
     let overlong = "1".repeat(300);
     let overlong_address = format!("::ffff:{}1.2.3.4", "0".repeat(200));
+    // The limit counts the text as sent, whitespace included.
+    let padded = format!("192.168.1.10{}", " ".repeat(117));
     let ips = [
         "",
         "   ",
         "\t\r\n",
         overlong.as_str(),
         overlong_address.as_str(),
+        padded.as_str(),
     ];
     let response = is_internal(&mut client, &ips)
         .await
@@ -400,6 +403,7 @@ async fn empty_and_overlong_text_are_invalid() {
         "empty address",
         "address of 300 bytes is too long",
         "is too long",
+        "address of 129 bytes is too long",
     ];
     for ((ip, reason), result) in ips.iter().zip(expected).zip(&response.results) {
         assert_eq!(result.ip, *ip);

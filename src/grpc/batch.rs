@@ -217,7 +217,10 @@ pub fn write_text_response<'a>(
         }
 
         for ((ip, key), is_ipv4) in block[..count].iter().zip(&mut keys).zip(&mut is_ipv4) {
-            let parsed = address::parse_dotted_quad(ip.trim_ascii());
+            // Longer text goes to `classify_text`, which rejects it.
+            let parsed = (ip.len() <= address::MAX_ADDRESS_LEN)
+                .then(|| address::parse_dotted_quad(ip.trim_ascii()))
+                .flatten();
             *is_ipv4 = parsed.is_some();
             *key = parsed.map_or(0, u32::from);
         }
