@@ -707,7 +707,8 @@ impl Reloader {
         );
         counter!(RELOADS, "result" => "failure").increment(1);
         gauge!(LAST_RELOAD_SUCCESSFUL).set(0.0);
-        self.state.set_last_reload_error(Some(message.clone()));
+        self.state
+            .set_last_reload_error(Some(errors.without_file_text()));
         self.last_failure = Some(message);
     }
 

@@ -674,7 +674,50 @@ fn invalid_prefix_keeps_table() {
     check_failure_then_fix(
         "reload-prefix",
         &broken,
-        &["c.toml:7", "invalid prefix \"192.0.2.300/32\""],
+        &[
+            "c.toml:7",
+            "invalid prefix; the server log and `ipclass check` show it",
+        ],
+    );
+}
+
+#[test]
+fn api_error_leaves_out_file_text() {
+    let dir = TempDir::new("reload-file-text");
+    let list = dir.write("marker.txt", "192.0.2.1/32\n");
+    let config = dir.write("c.toml", &config_with_list());
+    let mut server = Server::start(&config, FAST_RELOAD);
+
+    // A list file that was overwritten with secrets by mistake.
+    fs::write(&list, "db_password=Hunter2-SECRET\n").unwrap();
+    await_failure(
+        &server,
+        1,
+        1,
+        &["marker.txt:1", "invalid prefix; the server log"],
+    );
+    for error in [
+        table(&server)["last_reload_error"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        grpc_table_info(&server).last_reload_error,
+        get_json(&server.url("/readyz"))["last_reload_error"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    ] {
+        assert!(!error.contains("Hunter2"), "{error}");
+    }
+    let logged = server.wait_for_log(|line| {
+        line["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("config reload failed"))
+    });
+    let message = logged["message"].as_str().unwrap();
+    assert!(
+        message.contains("invalid prefix \"db_password=Hunter2-SECRET\""),
+        "{message}"
     );
 }
 

@@ -153,21 +153,51 @@ pub struct ConfigErrors {
     pub omitted_warnings: usize,
 }
 
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ConfigErrors {
+    /// Returns the errors as the display does, but with no text taken from
+    /// the files: API clients see this form, and a file named by mistake may
+    /// hold secrets. The log and `ipclass check` show the full form.
+    pub fn without_file_text(&self) -> String {
+        let mut text = String::new();
+        let _ = self.write(&mut text, true);
+        text
+    }
+
+    fn write(&self, out: &mut impl fmt::Write, without_file_text: bool) -> fmt::Result {
         let count = self.errors.len() + self.omitted_errors;
         let noun = if count == 1 { "error" } else { "errors" };
-        write!(f, "invalid config {} ({count} {noun})", self.path.display())?;
+        write!(
+            out,
+            "invalid config {} ({count} {noun})",
+            self.path.display()
+        )?;
         for error in &self.errors {
-            write!(f, "\n  {error}")?;
+            let location = &error.location;
+            match &error.problem {
+                Problem::InvalidPrefix { .. } if without_file_text => write!(
+                    out,
+                    "\n  {location}: invalid prefix; the server log and `ipclass check` show it"
+                )?,
+                Problem::Syntax(_) if without_file_text => write!(
+                    out,
+                    "\n  {location}: invalid TOML; the server log and `ipclass check` show the cause"
+                )?,
+                _ => write!(out, "\n  {error}")?,
+            }
         }
         if self.omitted_errors > 0 {
             write!(
-                f,
+                out,
                 "\n  and {} more errors; fix the ones above and check the config again to see them",
                 self.omitted_errors
             )?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, false)
     }
 }
