@@ -55,11 +55,53 @@ fn set_sched_slice(slice: std::time::Duration) {
     }
 }
 
+/// Directives of the log filter when RUST_LOG is unset or invalid. The
+/// file-watching library warns about watches that a rename or delete
+/// already removed, which every editor save causes.
+const DEFAULT_LOG_FILTER: &str = "info,notify=error,inotify=error";
+
+/// Level for all targets that RUST_LOG gets when it sets levels only for
+/// some, so that a typo such as `RUST_LOG=nonsense` cannot hide errors.
+const FALLBACK_LOG_LEVEL: &str = "warn";
+
+/// Builds the log filter from RUST_LOG, and returns with it a problem of
+/// RUST_LOG to log once logging runs.
+fn log_filter() -> (EnvFilter, Option<String>) {
+    let directives = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_default();
+    if directives.trim().is_empty() {
+        return (EnvFilter::new(DEFAULT_LOG_FILTER), None);
+    }
+    match EnvFilter::try_new(&directives) {
+        Err(error) => {
+            let problem = format!("invalid RUST_LOG {directives:?}: {error}; logging with {DEFAULT_LOG_FILTER:?}; set RUST_LOG to a level such as info or debug");
+            (EnvFilter::new(DEFAULT_LOG_FILTER), Some(problem))
+        }
+        Ok(filter) if sets_global_level(&directives) => (filter, None),
+        Ok(_) => {
+            let problem = format!("RUST_LOG {directives:?} sets no level for all targets, so warnings and errors of every target are logged too; start it with a level such as \"info,\" to choose another");
+            let filter = EnvFilter::new(format!("{FALLBACK_LOG_LEVEL},{directives}"));
+            (filter, Some(problem))
+        }
+    }
+}
+
+/// Tells whether `directives` holds a bare level, which applies to every
+/// target.
+fn sets_global_level(directives: &str) -> bool {
+    directives
+        .split(',')
+        .map(str::trim)
+        // An empty directive parses as a level but sets none.
+        .filter(|directive| !directive.is_empty())
+        .any(|directive| {
+            directive
+                .parse::<tracing_subscriber::filter::LevelFilter>()
+                .is_ok()
+        })
+}
+
 fn init_tracing(format: LogFormat) {
-    // The file-watching library warns about watches that a rename or delete
-    // already removed, which every editor save causes.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,notify=error,inotify=error"));
+    let (filter, problem) = log_filter();
     // Colour codes only help a person at a terminal; in a file or journald
     // they are noise around every field.
     let builder = tracing_subscriber::fmt()
@@ -72,6 +114,9 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    if let Some(problem) = problem {
+        tracing::warn!("{problem}");
     }
 }
 

@@ -58,6 +58,49 @@ fn config_error_is_one_json_line() {
 }
 
 #[test]
+fn log_filter_typo_keeps_errors() {
+    let dir = TempDir::new("logging-filter");
+    let config = dir.write("bad.toml", "[sets.a]\ninternal = true\n");
+    let cases = [
+        (
+            "nonsense",
+            "RUST_LOG \"nonsense\" sets no level for all targets",
+        ),
+        (
+            "garbage=,,",
+            "RUST_LOG \"garbage=,,\" sets no level for all targets",
+        ),
+        ("[bad", "invalid RUST_LOG \"[bad\""),
+    ];
+    for (directives, warning) in cases {
+        let output = Command::new(binary())
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
+            .arg(&config)
+            .env("RUST_LOG", directives)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ipclass serve");
+        assert_eq!(output.status.code(), Some(1), "{directives}");
+
+        let lines = parse_lines(&output.stderr);
+        assert_eq!(lines.len(), 2, "{directives}: {lines:?}");
+        assert_eq!(lines[0]["level"], "WARN", "{directives}");
+        let message = lines[0]["message"].as_str().unwrap();
+        assert!(message.starts_with(warning), "{message}");
+        assert_eq!(lines[1]["level"], "ERROR", "{directives}");
+        let message = lines[1]["message"].as_str().unwrap();
+        assert!(message.starts_with("invalid config"), "{message}");
+    }
+}
+
+#[test]
 fn requests_not_logged_at_info() {
     let dir = TempDir::new("logging-info");
     let config = dir.write(
