@@ -85,7 +85,7 @@ fn log_filter() -> (EnvFilter, Option<String>) {
     }
 }
 
-/// Tells whether `directives` holds a bare level, which applies to every
+/// Tells whether `directives` contains a bare level, which applies to every
 /// target.
 fn sets_global_level(directives: &str) -> bool {
     directives
