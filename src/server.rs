@@ -209,7 +209,11 @@ async fn serve_until_drained(
             Ok(slot) => slot,
             Err(_) => {
                 if last_warning.is_none_or(|at| at.elapsed() >= LIMIT_WARNING_INTERVAL) {
-                    tracing::warn!(max_connections, "connection limit reached; new clients wait until a connection closes; raise --max-connections and the open-file limit to serve more");
+                    if fast.is_some() {
+                        tracing::warn!(max_connections, "connection limit reached; new clients wait until a connection closes; raise --max-connections and the open-file limit to serve more");
+                    } else {
+                        tracing::warn!(max_connections, "metrics connection limit reached; new scrapers wait until a connection closes; close idle scrape connections, or scrape /metrics on --listen");
+                    }
                     last_warning = Some(Instant::now());
                 }
                 tokio::select! {
@@ -258,7 +262,22 @@ async fn connection(
             Outcome::Closed => return,
             Outcome::Handoff { io, served } => (io, served),
         },
-        None => (Rewind::new(Bytes::new(), stream), false),
+        None => {
+            // Hyper's header read timeout starts only with the first byte, so
+            // a client that sends nothing is timed out here.
+            let mut first = [0u8; 1];
+            if tokio::time::timeout(limits.header_read, stream.peek(&mut first))
+                .await
+                .is_err()
+            {
+                tracing::debug!(
+                    timeout_seconds = limits.header_read.as_secs_f64(),
+                    "no request within the header read timeout; closing the connection"
+                );
+                return;
+            }
+            (Rewind::new(Bytes::new(), stream), false)
+        }
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     if served {

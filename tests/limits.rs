@@ -233,3 +233,27 @@ async fn stalled_grpc_body_gets_deadline_exceeded() {
         "{message}"
     );
 }
+
+#[test]
+fn silent_metrics_client_is_closed() {
+    let dir = TempDir::new("limits-metrics-silent");
+    let config = dir.write("c.toml", CONFIG);
+    let mut server = Server::start(
+        &config,
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--header-read-timeout",
+            "1s",
+        ],
+    );
+    let serving = server.wait_for_log(|line| line["message"] == "serving metrics");
+    let address = serving["address"].as_str().unwrap().to_owned();
+
+    let mut stream = TcpStream::connect(&address).unwrap();
+    let started = Instant::now();
+    let received = read_to_close(&mut stream);
+    let waited = started.elapsed();
+    assert!(received.is_empty(), "{received:?}");
+    assert!(waited >= Duration::from_secs(1), "closed after {waited:?}");
+}
