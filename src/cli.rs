@@ -98,7 +98,7 @@ pub struct ServeArgs {
 
     /// Connections served at once. Further clients wait in the listen queue
     /// until one closes. Default: the open-file limit less 128, which is kept
-    /// for list files, the watcher and metrics.
+    /// for list files, the watcher and metrics, or half a limit below 256.
     #[arg(long, env = "IPCLASS_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
 
@@ -174,8 +174,9 @@ fn parse_poll_interval(text: &str) -> Result<Duration, String> {
 /// files, the file watcher and the metrics listener.
 const RESERVED_DESCRIPTORS: u64 = 128;
 
-/// Returns the open-file limit less [`RESERVED_DESCRIPTORS`], so that too
-/// many clients make new ones wait instead of failing every open.
+/// Returns the open-file limit less [`RESERVED_DESCRIPTORS`], or half a
+/// limit below twice that, so that too many clients make new ones wait
+/// instead of failing every open.
 fn default_max_connections() -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -187,8 +188,14 @@ fn default_max_connections() -> usize {
     } else {
         1024
     };
-    let max = soft.saturating_sub(RESERVED_DESCRIPTORS).clamp(1, 1 << 20);
-    usize::try_from(max).unwrap_or(1 << 20)
+    // Below twice the reserve, half the limit goes to connections, so a low
+    // limit still serves more than one client at once.
+    let max = if soft >= 2 * RESERVED_DESCRIPTORS {
+        soft - RESERVED_DESCRIPTORS
+    } else {
+        soft / 2
+    };
+    usize::try_from(max.clamp(1, 1 << 20)).unwrap_or(1 << 20)
 }
 
 /// The runtime threads' scheduler time slice, or `None` for the kernel's.
@@ -412,7 +419,10 @@ pub async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(%address, version = env!("CARGO_PKG_VERSION"), "listening");
+    let max_connections = args
+        .max_connections
+        .map_or_else(default_max_connections, |max| max as usize);
+    tracing::info!(%address, max_connections, version = env!("CARGO_PKG_VERSION"), "listening");
     let metrics_listener = match args.metrics_listen {
         Some(address) => match server::bind(address).await {
             Ok(listener) => {
@@ -436,9 +446,7 @@ pub async fn serve(
         header_read: args.header_read_timeout,
         body_read: args.body_read_timeout,
         idle: args.idle_timeout,
-        max_connections: args
-            .max_connections
-            .map_or_else(default_max_connections, |max| max as usize),
+        max_connections,
     };
     let served = server::serve(listener, metrics_listener, state, metrics, shutdown, limits).await;
     reloader.abort();

@@ -257,3 +257,19 @@ fn silent_metrics_client_is_closed() {
     assert!(received.is_empty(), "{received:?}");
     assert!(waited >= Duration::from_secs(1), "closed after {waited:?}");
 }
+
+#[test]
+fn low_open_file_limit_serves_half() {
+    let dir = TempDir::new("limits-nofile");
+    let config = dir.write("c.toml", CONFIG);
+    let server = Server::start_wrapped(&["prlimit", "--nofile=100", "--"], &config, &[]);
+    let listening: serde_json::Value = server
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .find(|line: &serde_json::Value| line["message"] == "listening")
+        .expect("a listening line");
+    assert_eq!(listening["max_connections"], 50);
+}
