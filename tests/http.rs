@@ -258,6 +258,9 @@ fn post_malformed_or_misshapen_json_is_400() {
         r#"{"ips": [null]}"#,
         r#"{"ip": ["10.0.0.1"]}"#,
         r#"{"ips": [], "extra": true}"#,
+        // serde would read the struct from an array of its fields.
+        r#"[["10.0.0.1", "8.8.8.8"]]"#,
+        r#" [[]]"#,
     ];
     for body in bodies {
         let (status, response) = post(&fixture.server, "/v1/is-internal", body);

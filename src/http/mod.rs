@@ -141,6 +141,17 @@ async fn is_internal_batch(
     // Some Windows tools write a UTF-8 byte order mark before the JSON, which
     // serde_json rejects.
     let json = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+    // serde reads a struct from an array of its fields too, which the API
+    // does not accept.
+    if json
+        .trim_ascii_start()
+        .first()
+        .is_some_and(|&byte| byte != b'{')
+    {
+        return Err(RequestError::InvalidJson(
+            "the body is not a JSON object".to_owned(),
+        ));
+    }
     let request: BatchRequest = serde_json::from_slice(json)
         .map_err(|error| RequestError::InvalidJson(error.to_string()))?;
     let snapshot = state.snapshot();
@@ -256,7 +267,7 @@ pub async fn not_found(method: Method, uri: Uri, headers: axum::http::HeaderMap)
         return status.into_http();
     }
     let message = format!(
-        "no route for {method} {}; the API serves /v1/is-internal, /v1/table, /healthz and /readyz",
+        "no route for {method} {}; the API serves /v1/is-internal, /v1/table, /healthz, /readyz and /metrics",
         uri.path()
     );
     error_response(StatusCode::NOT_FOUND, message)
