@@ -644,11 +644,21 @@ impl Reloader {
                 self.install(*snapshot, current.table.generation(), trigger);
             }
             Outcome::Unchanged { .. } => {
-                tracing::debug!(
-                    config = %self.state.config_path.display(),
-                    content_hash = %current.content_hash,
-                    "config content unchanged; reload skipped"
-                );
+                if self.last_failure.is_some() {
+                    // The broken files were put back as the served table has
+                    // them, so the failure no longer applies.
+                    tracing::info!(
+                        config = %self.state.config_path.display(),
+                        generation = current.table.generation(),
+                        "config files match the served table again; the reload error is cleared"
+                    );
+                } else {
+                    tracing::debug!(
+                        config = %self.state.config_path.display(),
+                        content_hash = %current.content_hash,
+                        "config content unchanged; reload skipped"
+                    );
+                }
                 self.clear_failure();
             }
         }

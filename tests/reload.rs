@@ -682,6 +682,24 @@ fn invalid_prefix_keeps_table() {
 }
 
 #[test]
+fn restored_files_clear_the_error() {
+    let dir = TempDir::new("reload-restored");
+    let config = dir.write("c.toml", &config_text(1));
+    let mut server = Server::start(&config, FAST_RELOAD);
+
+    fs::write(&config, "").unwrap();
+    await_failure(&server, 1, 1, &["c.toml", "no prefix in any set"]);
+    fs::write(&config, config_text(1)).unwrap();
+    let cleared = server.wait_for_log(|line| {
+        line["message"] == "config files match the served table again; the reload error is cleared"
+    });
+    assert_eq!(cleared["generation"], 1);
+    let table = table(&server);
+    assert_eq!(table["last_reload_error"], "");
+    assert_eq!(table["generation"], 1, "no reload happened");
+}
+
+#[test]
 fn api_error_leaves_out_file_text() {
     let dir = TempDir::new("reload-file-text");
     let list = dir.write("marker.txt", "192.0.2.1/32\n");
