@@ -228,16 +228,38 @@ pub async fn count_http(request: Request, next: Next) -> Response {
 /// limit. The methods count the calls that succeed.
 async fn count_grpc_failure(api: Api, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     let code = response
         .headers()
         .get("grpc-status")
         .and_then(|value| value.to_str().ok()?.parse::<i32>().ok())
         .map(tonic::Code::from_i32);
-    if let Some(code) = code.filter(|&code| code != tonic::Code::Ok) {
-        record_grpc_code(api, code, started.elapsed());
+    let Some(code) = code.filter(|&code| code != tonic::Code::Ok) else {
+        return response;
+    };
+    record_grpc_code(api, code, started.elapsed());
+    if matches!(
+        code,
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+    ) {
+        advise_smaller_batches(response.headers_mut());
     }
     response
+}
+
+/// Adds what to do to the message of a request that tonic rejected as too
+/// large, which names only the sizes.
+fn advise_smaller_batches(headers: &mut HeaderMap) {
+    // Percent-encoded as grpc-message requires, with spaces as tonic writes
+    // them.
+    const ADVICE: &str = "%3B%20split%20the%20batch%20or%20raise%20--max-batch-size";
+    let Some(message) = headers.get("grpc-message") else {
+        return;
+    };
+    let advised = [message.as_bytes(), ADVICE.as_bytes()].concat();
+    if let Ok(value) = HeaderValue::from_bytes(&advised) {
+        headers.insert("grpc-message", value);
+    }
 }
 
 /// The classifier method at `path`, if any.

@@ -224,8 +224,12 @@ async fn run_known_workload(server: &Server, max_batch: usize) {
     assert_eq!(code, "13", "INTERNAL");
     // The limit is 136 bytes an address plus 4 KiB.
     let oversize = vec![0; max_batch * 200 + 8192];
-    let (code, _) = common::grpc_raw(server, packed_path, &oversize).await;
+    let (code, message) = common::grpc_raw(server, packed_path, &oversize).await;
     assert_eq!(code, "11", "OUT_OF_RANGE, as tonic answers it");
+    assert!(
+        message.ends_with("%3B%20split%20the%20batch%20or%20raise%20--max-batch-size"),
+        "{message}"
+    );
 
     let http = reqwest::Client::new();
     let get = |query: &str| {
