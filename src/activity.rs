@@ -13,10 +13,9 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use axum::BoxError;
 use bytes::Bytes;
-use http_body_util::BodyExt as _;
 use hyper::body::{Frame, SizeHint};
+use tokio::time::Sleep;
 use tower::Service;
-use tower_http::timeout::{TimeoutBody, TimeoutError};
 
 use crate::metrics::is_grpc;
 
@@ -56,7 +55,7 @@ impl Activity {
 }
 
 /// Decrements [`Activity::open`] when dropped.
-struct OpenRequest(Arc<Activity>);
+pub struct OpenRequest(Arc<Activity>);
 
 impl OpenRequest {
     fn new(activity: &Arc<Activity>) -> OpenRequest {
@@ -95,12 +94,12 @@ impl<S, B> Service<Request<B>> for Tracked<S>
 where
     S: Service<Request<Body>, Response = Response<Body>>,
     S::Future: Send + 'static,
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+    type Future = TrackedFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -115,11 +114,39 @@ where
             let timeout = self.body_timeout;
             request.map(|body| timed_body(body, timeout, grpc))
         };
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            Ok(response.map(|body| Body::new(Guarded { body, _open: open })))
-        })
+        TrackedFuture {
+            response: self.inner.call(request),
+            open: Some(open),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Tracked`], which moves the open request into
+    /// the response body.
+    pub struct TrackedFuture<F> {
+        #[pin]
+        response: F,
+        open: Option<OpenRequest>,
+    }
+}
+
+impl<F, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.response.poll(cx))?;
+        let open = this
+            .open
+            .take()
+            .expect("a response future is not polled after it ends");
+        Poll::Ready(Ok(
+            response.map(|body| Body::new(Guarded { body, _open: open }))
+        ))
     }
 }
 
@@ -128,22 +155,74 @@ where
 /// client as it is.
 fn timed_body<B>(body: B, timeout: Duration, grpc: bool) -> Body
 where
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    Body::new(
-        TimeoutBody::new(timeout, body).map_err(move |error: BoxError| {
-            if !error.is::<TimeoutError>() {
-                return error;
-            }
-            let stalled = BodyStalled(timeout);
-            if grpc {
-                Box::new(tonic::Status::deadline_exceeded(stalled.to_string()))
-            } else {
-                Box::new(stalled)
-            }
-        }),
-    )
+    Body::new(TimedBody {
+        body,
+        timeout,
+        grpc,
+        timer: None,
+        armed: false,
+    })
+}
+
+/// A request body that fails when its next frame takes longer than
+/// `timeout`. The timer starts only when a poll finds no frame ready, so a
+/// body that arrives with its request costs no timer at all; tower-http's
+/// `TimeoutBody` starts one on every poll.
+struct TimedBody<B> {
+    body: B,
+    timeout: Duration,
+    grpc: bool,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the timer runs for the frame now awaited.
+    armed: bool,
+}
+
+impl<B> hyper::body::Body for TimedBody<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            self.armed = false;
+            return Poll::Ready(frame.map(|result| result.map_err(Into::into)));
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let armed = std::mem::replace(&mut self.armed, true);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !armed {
+            timer.as_mut().reset(deadline);
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let stalled = BodyStalled(self.timeout);
+        let error: BoxError = if self.grpc {
+            Box::new(tonic::Status::deadline_exceeded(stalled.to_string()))
+        } else {
+            Box::new(stalled)
+        };
+        Poll::Ready(Some(Err(error)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Error of a request body that sent nothing for the given time.

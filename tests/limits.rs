@@ -273,3 +273,24 @@ fn low_open_file_limit_serves_half() {
         .expect("a listening line");
     assert_eq!(listening["max_connections"], 50);
 }
+
+#[test]
+fn accepted_connection_has_tcp_keepalive() {
+    let dir = TempDir::new("limits-keepalive");
+    let config = dir.write("c.toml", CONFIG);
+    let server = Server::start(&config, &[]);
+    let address = server.url("").trim_start_matches("http://").to_owned();
+    let port = address.rsplit(':').next().unwrap().to_owned();
+
+    let mut stream = TcpStream::connect(&address).unwrap();
+    // The first response proves that the server accepted the connection.
+    assert!(get(&mut stream).unwrap().starts_with("HTTP/1.1 200"));
+    let output = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established"])
+        .arg(format!("( sport = :{port} )"))
+        .output()
+        .expect("run ss");
+    let sockets = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(sockets.lines().count(), 1, "{sockets}");
+    assert!(sockets.contains("timer:(keepalive,"), "{sockets}");
+}

@@ -21,6 +21,8 @@ command -v promtool >/dev/null || missing_debs+=(prometheus)
 command -v systemd-analyze >/dev/null || missing_debs+=(systemd)
 command -v setpriv >/dev/null || missing_debs+=(util-linux)
 command -v unshare >/dev/null || missing_debs+=(util-linux)
+# ss shows the TCP keepalive timer of the server's sockets.
+command -v ss >/dev/null || missing_debs+=(iproute2)
 command -v python3 >/dev/null || missing_debs+=(python3)
 if ! python3 -m pip --version >/dev/null 2>&1; then
     missing_debs+=(python3-pip)
