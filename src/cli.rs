@@ -79,6 +79,12 @@ pub struct ServeArgs {
     #[arg(long, env = "IPCLASS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Time the server keeps serving after SIGTERM or Ctrl-C, with /readyz
+    /// answering 503 and gRPC health NOT_SERVING, before it stops accepting
+    /// and the grace period starts, such as 5s. Default: no delay.
+    #[arg(long, env = "IPCLASS_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
     /// Time an HTTP/1.1 connection gets to send a complete request head,
     /// counted from its start or its last response, such as 30s. Idle
     /// keep-alive connections close after it too.
@@ -443,6 +449,7 @@ pub async fn serve(
 
     let limits = server::Limits {
         grace: args.shutdown_grace,
+        shutdown_delay: args.shutdown_delay,
         header_read: args.header_read_timeout,
         body_read: args.body_read_timeout,
         idle: args.idle_timeout,

@@ -84,6 +84,9 @@ pub async fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> (Router,
 pub struct Limits {
     /// Time open requests get to finish once shutdown begins.
     pub grace: Duration,
+    /// Time the server keeps serving after a shutdown signal, while it
+    /// reports itself not ready, before it stops accepting.
+    pub shutdown_delay: Duration,
     /// Time an HTTP/1.1 connection gets to send a complete request head,
     /// counted from its start or its last response.
     pub header_read: Duration,
@@ -165,9 +168,22 @@ pub async fn serve(
         () = shutdown => {}
     }
 
-    tracing::info!(grace_seconds = limits.grace.as_secs_f64(), "shutting down");
+    tracing::info!(
+        grace_seconds = limits.grace.as_secs_f64(),
+        delay_seconds = limits.shutdown_delay.as_secs_f64(),
+        "shutting down"
+    );
     state.begin_shutdown();
     report_not_serving(&mut reporter).await;
+    // Load balancers see the instance as not ready during the delay, and
+    // take it out before it stops accepting.
+    tokio::select! {
+        Some(result) = servers.join_next() => {
+            servers.abort_all();
+            return flatten(result);
+        }
+        () = tokio::time::sleep(limits.shutdown_delay) => {}
+    }
     let _ = drain_tx.send(true);
     let drained = async {
         while let Some(result) = servers.join_next().await {

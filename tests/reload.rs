@@ -1001,6 +1001,7 @@ async fn swaps_never_mix_tables() {
         },
         ipclass::server::Limits {
             grace: Duration::from_secs(5),
+            shutdown_delay: Duration::ZERO,
             header_read: Duration::from_secs(30),
             body_read: Duration::from_secs(30),
             idle: Duration::from_secs(300),

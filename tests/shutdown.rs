@@ -179,6 +179,45 @@ fn settling_reload_does_not_delay_exit() {
 }
 
 #[test]
+fn delay_serves_while_not_ready() {
+    let dir = TempDir::new("shutdown-delay");
+    let config = dir.write("ipclass.toml", CONFIG);
+    let mut server = Server::start(&config, &["--shutdown-delay", "2s"]);
+    let started = Instant::now();
+    server.signal("TERM");
+    server.wait_for_log(|line| line["message"] == "shutting down" && line["delay_seconds"] == 2.0);
+
+    let (ready, answer) = runtime().block_on(async {
+        let client = reqwest::Client::new();
+        let ready = client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .expect("GET /readyz");
+        let ready = (
+            ready.status().as_u16(),
+            ready.json::<serde_json::Value>().await.unwrap(),
+        );
+        let answer = client
+            .get(server.url("/v1/is-internal?ip=10.1.2.3"))
+            .send()
+            .await
+            .expect("GET /v1/is-internal");
+        (ready, answer.json::<serde_json::Value>().await.unwrap())
+    });
+    assert_eq!(ready.0, 503, "{}", ready.1);
+    assert_eq!(ready.1["status"], "shutting down");
+    assert_eq!(answer["verdict"], "internal", "{answer}");
+
+    let status = server.wait_exit(PROMPT_EXIT).expect("exit after the delay");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "exited before the delay"
+    );
+}
+
+#[test]
 fn idle_connections_do_not_delay_exit() {
     let dir = TempDir::new("shutdown-idle");
     let mut server = start(&dir, "30s");
