@@ -80,7 +80,7 @@ pub struct ServeArgs {
     pub shutdown_grace: Duration,
 
     /// Time the server keeps serving after SIGTERM or Ctrl-C, with /readyz
-    /// answering 503 and gRPC health NOT_SERVING, before it stops accepting
+    /// returning 503 and gRPC health NOT_SERVING, before it stops accepting
     /// and the grace period starts, such as 5s. Default: no delay.
     #[arg(long, env = "IPCLASS_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub shutdown_delay: Duration,
