@@ -14,6 +14,15 @@ const CONFIG: &str = "[sets.lan]\ninternal = true\nnetworks = [\"10.0.0.0/8\"]\n
 
 const REQUEST: &[u8] = b"GET /v1/is-internal?ip=10.1.2.3 HTTP/1.1\r\nHost: ipclass\r\n\r\n";
 
+/// Starts a server on [`CONFIG`] with `extra` arguments, in a temporary
+/// folder named after `name`.
+fn start(name: &str, extra: &[&str]) -> (TempDir, Server) {
+    let dir = TempDir::new(name);
+    let config = dir.write("c.toml", CONFIG);
+    let server = Server::start(&config, extra);
+    (dir, server)
+}
+
 /// Sends one GET on `stream` and returns the start of the response.
 fn get(stream: &mut TcpStream) -> std::io::Result<String> {
     stream.write_all(REQUEST)?;
@@ -24,13 +33,11 @@ fn get(stream: &mut TcpStream) -> std::io::Result<String> {
 
 #[test]
 fn limit_queues_clients_until_one_closes() {
-    let dir = TempDir::new("limits-connections");
-    let config = dir.write("c.toml", CONFIG);
-    let mut server = Server::start(&config, &["--max-connections", "2"]);
-    let address = server.url("").trim_start_matches("http://").to_owned();
+    let (_dir, mut server) = start("limits-connections", &["--max-connections", "2"]);
+    let address = server.address;
 
-    let mut first = TcpStream::connect(&address).unwrap();
-    let mut second = TcpStream::connect(&address).unwrap();
+    let mut first = TcpStream::connect(address).unwrap();
+    let mut second = TcpStream::connect(address).unwrap();
     assert!(get(&mut first).unwrap().starts_with("HTTP/1.1 200"));
     assert!(get(&mut second).unwrap().starts_with("HTTP/1.1 200"));
     server.wait_for_log(|line| {
@@ -41,7 +48,7 @@ fn limit_queues_clients_until_one_closes() {
 
     // The kernel completes the handshake, but the server reads nothing
     // from a third client while two are open.
-    let mut third = TcpStream::connect(&address).unwrap();
+    let mut third = TcpStream::connect(address).unwrap();
     third
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
@@ -76,12 +83,10 @@ fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
 
 #[test]
 fn stalled_body_gets_408_and_the_connection_closes() {
-    let dir = TempDir::new("limits-stalled-body");
-    let config = dir.write("c.toml", CONFIG);
-    let server = Server::start(&config, &["--body-read-timeout", "1s"]);
-    let address = server.url("").trim_start_matches("http://").to_owned();
+    let (_dir, server) = start("limits-stalled-body", &["--body-read-timeout", "1s"]);
+    let address = server.address;
 
-    let mut stream = TcpStream::connect(&address).unwrap();
+    let mut stream = TcpStream::connect(address).unwrap();
     let started = Instant::now();
     stream
         .write_all(b"POST /v1/is-internal HTTP/1.1\r\nHost: ipclass\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"ips\": [")
@@ -104,13 +109,11 @@ fn stalled_body_gets_408_and_the_connection_closes() {
 
 #[test]
 fn short_body_pauses_are_served() {
-    let dir = TempDir::new("limits-slow-body");
-    let config = dir.write("c.toml", CONFIG);
-    let server = Server::start(&config, &["--body-read-timeout", "1s"]);
-    let address = server.url("").trim_start_matches("http://").to_owned();
+    let (_dir, server) = start("limits-slow-body", &["--body-read-timeout", "1s"]);
+    let address = server.address;
 
     let body = br#"{"ips": ["10.1.2.3", "192.0.2.1"]}"#;
-    let mut stream = TcpStream::connect(&address).unwrap();
+    let mut stream = TcpStream::connect(address).unwrap();
     let head = format!(
         "POST /v1/is-internal HTTP/1.1\r\nHost: ipclass\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -132,12 +135,10 @@ fn short_body_pauses_are_served() {
 
 #[test]
 fn oversize_declared_body_is_refused_before_100_continue() {
-    let dir = TempDir::new("limits-expect");
-    let config = dir.write("c.toml", CONFIG);
-    let server = Server::start(&config, &["--max-batch-size", "10"]);
-    let address = server.url("").trim_start_matches("http://").to_owned();
+    let (_dir, server) = start("limits-expect", &["--max-batch-size", "10"]);
+    let address = server.address;
 
-    let mut stream = TcpStream::connect(&address).unwrap();
+    let mut stream = TcpStream::connect(address).unwrap();
     stream
         .write_all(b"POST /v1/is-internal HTTP/1.1\r\nHost: ipclass\r\nExpect: 100-continue\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n")
         .unwrap();
@@ -174,14 +175,12 @@ fn frame_types(mut received: &[u8]) -> Vec<u8> {
 #[test]
 fn idle_http2_connection_gets_goaway_and_closes() {
     const GOAWAY: u8 = 7;
-    let dir = TempDir::new("limits-idle");
-    let config = dir.write("c.toml", CONFIG);
-    let server = Server::start(&config, &["--idle-timeout", "1s"]);
-    let address = server.url("").trim_start_matches("http://").to_owned();
+    let (_dir, server) = start("limits-idle", &["--idle-timeout", "1s"]);
+    let address = server.address;
 
     // A client that opens HTTP/2, then neither sends a request nor
     // acknowledges the server's GOAWAY.
-    let mut stream = TcpStream::connect(&address).unwrap();
+    let mut stream = TcpStream::connect(address).unwrap();
     let started = Instant::now();
     stream.write_all(H2_PREFACE).unwrap();
     let received = read_to_close(&mut stream);
@@ -195,9 +194,7 @@ async fn open_watch_stream_keeps_its_connection() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
 
-    let dir = TempDir::new("limits-watch");
-    let config = dir.write("c.toml", CONFIG);
-    let server = Server::start(&config, &["--idle-timeout", "1s"]);
+    let (_dir, server) = start("limits-watch", &["--idle-timeout", "1s"]);
     let channel = tonic::transport::Endpoint::from_shared(server.grpc_endpoint())
         .unwrap()
         .connect()
@@ -218,9 +215,7 @@ async fn open_watch_stream_keeps_its_connection() {
 
 #[tokio::test]
 async fn stalled_grpc_body_gets_deadline_exceeded() {
-    let dir = TempDir::new("limits-grpc-body");
-    let config = dir.write("c.toml", CONFIG);
-    let server = Server::start(&config, &["--body-read-timeout", "1s"]);
+    let (_dir, server) = start("limits-grpc-body", &["--body-read-timeout", "1s"]);
 
     // A message header that announces 100 bytes, then 4 of them, and the
     // stream left open.
@@ -236,21 +231,17 @@ async fn stalled_grpc_body_gets_deadline_exceeded() {
 
 #[test]
 fn silent_metrics_client_is_closed() {
-    let dir = TempDir::new("limits-metrics-silent");
-    let config = dir.write("c.toml", CONFIG);
-    let mut server = Server::start(
-        &config,
-        &[
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--header-read-timeout",
-            "1s",
-        ],
-    );
+    let extra = [
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--header-read-timeout",
+        "1s",
+    ];
+    let (_dir, mut server) = start("limits-metrics-silent", &extra);
     let serving = server.wait_for_log(|line| line["message"] == "serving metrics");
     let address = serving["address"].as_str().unwrap().to_owned();
 
-    let mut stream = TcpStream::connect(&address).unwrap();
+    let mut stream = TcpStream::connect(address).unwrap();
     let started = Instant::now();
     let received = read_to_close(&mut stream);
     let waited = started.elapsed();
@@ -276,13 +267,11 @@ fn low_open_file_limit_serves_half() {
 
 #[test]
 fn accepted_connection_has_tcp_keepalive() {
-    let dir = TempDir::new("limits-keepalive");
-    let config = dir.write("c.toml", CONFIG);
-    let server = Server::start(&config, &[]);
-    let address = server.url("").trim_start_matches("http://").to_owned();
-    let port = address.rsplit(':').next().unwrap().to_owned();
+    let (_dir, server) = start("limits-keepalive", &[]);
+    let address = server.address;
+    let port = address.port();
 
-    let mut stream = TcpStream::connect(&address).unwrap();
+    let mut stream = TcpStream::connect(address).unwrap();
     // The first response proves that the server accepted the connection.
     assert!(get(&mut stream).unwrap().starts_with("HTTP/1.1 200"));
     let output = std::process::Command::new("ss")

@@ -21,14 +21,10 @@ fn parse_lines(stderr: &[u8]) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn config_error_is_one_json_line() {
-    let dir = TempDir::new("logging-config");
-    let config = dir.write(
-        "bad.toml",
-        "[sets.a]\ninternal = true\nnetworks = [\"10.0.0.0/33\", \"bogus\"]\n",
-    );
-    let output = Command::new(binary())
+/// Runs `ipclass serve` with JSON logs on `config` and `RUST_LOG` set to
+/// `directives`, and returns its output once it exits.
+fn serve_once(config: &std::path::Path, directives: &str) -> std::process::Output {
+    Command::new(binary())
         .args([
             "--log-format",
             "json",
@@ -37,11 +33,21 @@ fn config_error_is_one_json_line() {
             "127.0.0.1:0",
             "--config",
         ])
-        .arg(&config)
-        .env("RUST_LOG", "info")
+        .arg(config)
+        .env("RUST_LOG", directives)
         .stdin(Stdio::null())
         .output()
-        .expect("run ipclass serve");
+        .expect("run ipclass serve")
+}
+
+#[test]
+fn config_error_is_one_json_line() {
+    let dir = TempDir::new("logging-config");
+    let config = dir.write(
+        "bad.toml",
+        "[sets.a]\ninternal = true\nnetworks = [\"10.0.0.0/33\", \"bogus\"]\n",
+    );
+    let output = serve_once(&config, "info");
     assert_eq!(output.status.code(), Some(1), "invalid config exit code");
 
     let lines = parse_lines(&output.stderr);
@@ -73,20 +79,7 @@ fn log_filter_typo_keeps_errors() {
         ("[bad", "invalid RUST_LOG \"[bad\""),
     ];
     for (directives, warning) in cases {
-        let output = Command::new(binary())
-            .args([
-                "--log-format",
-                "json",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-            ])
-            .arg(&config)
-            .env("RUST_LOG", directives)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run ipclass serve");
+        let output = serve_once(&config, directives);
         assert_eq!(output.status.code(), Some(1), "{directives}");
 
         let lines = parse_lines(&output.stderr);

@@ -236,8 +236,8 @@ pub async fn grpc_raw_body(
     body: Vec<u8>,
     end: bool,
 ) -> (String, String) {
-    let address = server.url("").trim_start_matches("http://").to_owned();
-    let tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let address = server.address;
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
     let (client, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(connection);
     let mut client = client.ready().await.unwrap();
