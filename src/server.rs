@@ -184,6 +184,7 @@ pub async fn serve(
         }
         () = tokio::time::sleep(limits.shutdown_delay) => {}
     }
+    end_health_watches(&mut reporter).await;
     let _ = drain_tx.send(true);
     let drained = async {
         while let Some(result) = servers.join_next().await {
@@ -364,9 +365,7 @@ async fn accept_failed(error: io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// Reports NOT_SERVING to every health check and Watch stream, then ends the
-/// Watch streams. A Watch stream never finishes by itself, so without this a
-/// watching client would hold its connection open for the whole grace period.
+/// Reports NOT_SERVING to every health check and Watch stream.
 async fn report_not_serving(reporter: &mut HealthReporter) {
     reporter
         .set_not_serving::<IpClassifierServer<ClassifierService>>()
@@ -374,6 +373,12 @@ async fn report_not_serving(reporter: &mut HealthReporter) {
     reporter
         .set_service_status("", ServingStatus::NotServing)
         .await;
+}
+
+/// Ends every health Watch stream. A Watch stream never finishes by itself,
+/// so without this a watching client would hold its connection open for the
+/// whole grace period. Checks then answer NOT_FOUND.
+async fn end_health_watches(reporter: &mut HealthReporter) {
     // Each Watch stream yields the NOT_SERVING status it has not yet seen
     // before it observes the removal and ends.
     reporter

@@ -208,6 +208,22 @@ fn delay_serves_while_not_ready() {
     assert_eq!(ready.0, 503, "{}", ready.1);
     assert_eq!(ready.1["status"], "shutting down");
     assert_eq!(answer["verdict"], "internal", "{answer}");
+    let health = runtime().block_on(async {
+        let channel = Channel::from_shared(server.grpc_endpoint())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect gRPC");
+        let request = HealthCheckRequest {
+            service: "ipclass.v1.IpClassifier".to_owned(),
+        };
+        HealthClient::new(channel).check(request).await
+    });
+    let status = health
+        .expect("health check during the delay")
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::NotServing as i32);
 
     let status = server.wait_exit(PROMPT_EXIT).expect("exit after the delay");
     assert_eq!(status.code(), Some(0));
