@@ -148,7 +148,9 @@ pub async fn serve(
     if let Some(metrics_listener) = metrics_listener {
         let app = metrics::routes(metrics).layer(axum::middleware::from_fn(metrics::count_http));
         let limits = Limits {
-            max_connections: limits.max_connections.min(MAX_METRICS_CONNECTIONS),
+            // A quarter of the main limit at most, so that with a low
+            // open-file limit both listeners together stay within it.
+            max_connections: (limits.max_connections / 4).clamp(1, MAX_METRICS_CONNECTIONS),
             ..limits
         };
         servers.spawn(serve_until_drained(

@@ -283,3 +283,40 @@ fn accepted_connection_has_tcp_keepalive() {
     assert_eq!(sockets.lines().count(), 1, "{sockets}");
     assert!(sockets.contains("timer:(keepalive,"), "{sockets}");
 }
+
+#[test]
+fn metrics_listener_serves_a_quarter() {
+    let extra = ["--max-connections", "8", "--metrics-listen", "127.0.0.1:0"];
+    let (_dir, mut server) = start("limits-metrics-share", &extra);
+    let serving = server.wait_for_log(|line| line["message"] == "serving metrics");
+    let address = serving["address"].as_str().unwrap().to_owned();
+
+    // Two open connections use up the metrics listener's 2 slots.
+    let request = b"GET /metrics HTTP/1.1\r\nHost: ipclass\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(&address).unwrap();
+        stream.write_all(request).unwrap();
+        let mut buffer = [0u8; 64];
+        let read = stream.read(&mut buffer).unwrap();
+        assert!(buffer[..read].starts_with(b"HTTP/1.1 200"));
+        held.push(stream);
+    }
+    server.wait_for_log(|line| {
+        line["message"]
+            .as_str()
+            .is_some_and(|message| message.starts_with("metrics connection limit reached"))
+            && line["max_connections"] == 2
+    });
+    let mut third = TcpStream::connect(&address).unwrap();
+    third.write_all(request).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buffer = [0u8; 64];
+    let waiting = third.read(&mut buffer).unwrap_err();
+    assert!(
+        matches!(waiting.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{waiting}"
+    );
+}
