@@ -768,8 +768,8 @@ fn describe_sets(snapshot: &Snapshot) -> String {
 /// Reads the config and builds generation `generation` from it, then keeps
 /// the result once its files still hash alike `settle` after the last file
 /// was read, so a file caught mid-write is read again. Every read starts
-/// once no file event has arrived for `settle`, so a state that lasts less
-/// than twice that is never kept. Skips the build when the content hash
+/// once no file event has arrived for `settle`, so a state that file events
+/// report and that lasts less than twice that is never kept. Skips the build when the content hash
 /// equals `current_hash`. Blocks, so it runs on a blocking thread.
 fn build(
     path: &Path,
