@@ -379,7 +379,7 @@ async fn report_not_serving(reporter: &mut HealthReporter) {
 
 /// Ends every health Watch stream. A Watch stream never finishes by itself,
 /// so without this a watching client would hold its connection open for the
-/// whole grace period. Checks then answer NOT_FOUND.
+/// whole grace period. Checks then return NOT_FOUND.
 async fn end_health_watches(reporter: &mut HealthReporter) {
     // Each Watch stream yields the NOT_SERVING status it has not yet seen
     // before it observes the removal and ends.

@@ -213,7 +213,7 @@ async fn run_known_workload(server: &Server, max_batch: usize) {
     let status = grpc.is_internal_packed(ragged).await.expect_err("5 bytes");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 
-    // Failures that tonic answers before a method runs: a message that is
+    // Failures that tonic returns before a method runs: a message that is
     // not protobuf, and one over the size limit.
     let truncated = [0x0a, 0x05, b'1', b'0'];
     let text_path = "/ipclass.v1.IpClassifier/IsInternal";
