@@ -138,5 +138,15 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "signal received"),
             _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
         }
+        // A second signal cuts the shutdown delay and the grace period short,
+        // as a second Ctrl-C does in most servers.
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            tracing::warn!("second signal received; exiting without waiting for open requests");
+            std::process::exit(0);
+        });
     }
 }

@@ -234,6 +234,23 @@ fn delay_serves_while_not_ready() {
 }
 
 #[test]
+fn second_signal_exits_at_once() {
+    let dir = TempDir::new("shutdown-second");
+    let config = dir.write("ipclass.toml", CONFIG);
+    let mut server = Server::start(&config, &["--shutdown-delay", "60s"]);
+    server.signal("TERM");
+    server.wait_for_log(|line| line["message"] == "shutting down");
+    server.signal("INT");
+    server.wait_for_log(|line| {
+        line["message"] == "second signal received; exiting without waiting for open requests"
+    });
+    let status = server
+        .wait_exit(PROMPT_EXIT)
+        .expect("exit before the delay ends");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
 fn idle_connections_do_not_delay_exit() {
     let dir = TempDir::new("shutdown-idle");
     let mut server = start(&dir, "30s");
