@@ -40,6 +40,10 @@ const MAX_SETTLE_READS: u32 = 10;
 /// for its writer is logged as a warning, and a SIGHUP may end the wait.
 const OPEN_WRITE_LIMIT: Duration = Duration::from_secs(30);
 
+/// Longest wait for the files to be quiet before a read. A file that a
+/// program rewrites again and again would otherwise stop every reload.
+const MAX_QUIET_WAIT: Duration = Duration::from_secs(30);
+
 /// Bounds of the pause between attempts to restart a failed watcher. The
 /// first pause is the debounce period within these bounds, and each failed
 /// attempt doubles it. The lower bound keeps a zero debounce from spinning.
@@ -362,9 +366,10 @@ impl OpenWrites {
         writes.files.remove(file);
     }
 
-    /// Blocks until no relevant event has arrived for `quiet`. Events keep
-    /// coming only while files change, so the wait ends.
-    fn wait_quiet(&self, quiet: Duration) {
+    /// Blocks until no relevant event has arrived for `quiet`, or for at
+    /// most `max_wait` while files keep changing.
+    fn wait_quiet(&self, quiet: Duration, max_wait: Duration) {
+        let started = Instant::now();
         loop {
             let last_event = self
                 .0
@@ -373,6 +378,14 @@ impl OpenWrites {
                 .last_event;
             let since = last_event.map_or(quiet, |at| at.elapsed());
             if since >= quiet {
+                return;
+            }
+            if started.elapsed() >= max_wait {
+                let waited_s = max_wait.as_secs_f64();
+                tracing::warn!(
+                    waited_s,
+                    "config files kept changing; reading them as they are"
+                );
                 return;
             }
             std::thread::sleep(quiet - since);
@@ -779,7 +792,7 @@ fn build(
     writes: &OpenWrites,
 ) -> Result<Outcome, ConfigErrors> {
     // A poll or a SIGHUP may come right after a file event.
-    writes.wait_quiet(settle);
+    writes.wait_quiet(settle, MAX_QUIET_WAIT);
     let mut started = Instant::now();
     let (mut result, mut read_end) = config::load_timing_reads(path);
     for _ in 0..MAX_SETTLE_READS {
@@ -789,7 +802,7 @@ fn build(
             Ok(loaded) => outcome_of(loaded, generation, started, current_hash),
             Err(errors) => {
                 std::thread::sleep(settle);
-                writes.wait_quiet(settle);
+                writes.wait_quiet(settle, MAX_QUIET_WAIT);
                 started = Instant::now();
                 let (next, next_read_end) = config::load_timing_reads(path);
                 if matches!(&next, Err(again) if again.to_string() == errors.to_string()) {
@@ -809,7 +822,7 @@ fn build(
         // The files changed during the wait, so more changes may follow,
         // as when an update renames several files one after another.
         std::thread::sleep(settle);
-        writes.wait_quiet(settle);
+        writes.wait_quiet(settle, MAX_QUIET_WAIT);
         started = Instant::now();
         (result, read_end) = config::load_timing_reads(path);
     }
@@ -1033,6 +1046,38 @@ mod tests {
 
     fn event(kind: EventKind, path: &str) -> Event {
         Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    #[test]
+    fn quiet_wait_ends_after_its_bound() {
+        let writes = OpenWrites::default();
+        let quiet = Duration::from_millis(100);
+        let started = Instant::now();
+        writes.wait_quiet(quiet, Duration::from_secs(5));
+        assert!(started.elapsed() < quiet, "no event, so no wait");
+
+        // Events every 20 ms never leave the files quiet for 100 ms.
+        let change = || {
+            let kind = EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any));
+            event(kind, "/c/list.txt")
+        };
+        writes.note(&change());
+        let noisy = writes.clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let noise = std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                noisy.note(&change());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let started = Instant::now();
+        writes.wait_quiet(quiet, Duration::from_millis(300));
+        let waited = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        noise.join().unwrap();
+        assert!(waited >= Duration::from_millis(300), "waited {waited:?}");
+        assert!(waited < Duration::from_secs(2), "waited {waited:?}");
     }
 
     #[test]
