@@ -40,7 +40,7 @@ const MAX_SETTLE_READS: u32 = 10;
 /// for its writer is logged as a warning, and a SIGHUP may end the wait.
 const OPEN_WRITE_LIMIT: Duration = Duration::from_secs(30);
 
-/// Longest wait for the files to be quiet before a read. A file that a
+/// Maximum wait for the files to be quiet before a read. A file that a
 /// program rewrites again and again would otherwise stop every reload.
 const MAX_QUIET_WAIT: Duration = Duration::from_secs(30);
 
