@@ -23,51 +23,82 @@ use crate::metrics::is_grpc;
 /// keeps its request stream open between questions.
 const UNTIMED_PREFIX: &str = "/grpc.reflection.";
 
+/// Path of the health service's stream, which may stay silent for hours.
+const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
+
 /// Counts of the requests on one connection.
 #[derive(Debug, Default)]
 pub struct Activity {
     /// Requests whose response body is not finished or dropped yet.
     open: AtomicUsize,
+    /// Open requests of the streaming methods: reflection and health Watch.
+    streams: AtomicUsize,
     /// Requests started since the connection opened.
     started: AtomicU64,
+    /// Frames of request and response bodies passed on so far.
+    frames: AtomicU64,
 }
 
 impl Activity {
-    /// Resolves once no request has been open on the connection for
-    /// `timeout`, checked every quarter of it, so it resolves at most a
-    /// quarter late.
+    /// Resolves once the connection has been idle for `timeout`: no request
+    /// started, no body frame passed, and no stream open. It checks every
+    /// quarter of `timeout`, so it resolves at most a quarter late. A unary
+    /// request whose response the client does not read counts as idle, so
+    /// that such a client cannot hold a connection forever.
     pub async fn idle_for(&self, timeout: Duration) {
         let tick = (timeout / 4).max(Duration::from_millis(10));
-        let mut seen = self.started.load(Ordering::Relaxed);
+        let mut seen = self.counts();
         let mut idle_since = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(tick).await;
-            let started = self.started.load(Ordering::Relaxed);
+            let counts = self.counts();
             let now = tokio::time::Instant::now();
-            if started != seen || self.open.load(Ordering::Relaxed) > 0 {
-                seen = started;
+            if counts != seen || self.streams.load(Ordering::Relaxed) > 0 {
+                seen = counts;
                 idle_since = now;
             } else if now.duration_since(idle_since) >= timeout {
                 return;
             }
         }
     }
+
+    fn counts(&self) -> (u64, u64) {
+        let started = self.started.load(Ordering::Relaxed);
+        (started, self.frames.load(Ordering::Relaxed))
+    }
+
+    fn frame_passed(&self) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
-/// Decrements [`Activity::open`] when dropped.
-pub struct OpenRequest(Arc<Activity>);
+/// Decrements [`Activity::open`], and [`Activity::streams`] for a stream,
+/// when dropped.
+pub struct OpenRequest {
+    activity: Arc<Activity>,
+    stream: bool,
+}
 
 impl OpenRequest {
-    fn new(activity: &Arc<Activity>) -> OpenRequest {
+    fn new(activity: &Arc<Activity>, stream: bool) -> OpenRequest {
         activity.started.fetch_add(1, Ordering::Relaxed);
         activity.open.fetch_add(1, Ordering::Relaxed);
-        OpenRequest(activity.clone())
+        if stream {
+            activity.streams.fetch_add(1, Ordering::Relaxed);
+        }
+        OpenRequest {
+            activity: activity.clone(),
+            stream,
+        }
     }
 }
 
 impl Drop for OpenRequest {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.activity.open.fetch_sub(1, Ordering::Relaxed);
+        if self.stream {
+            self.activity.streams.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -106,13 +137,16 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let open = OpenRequest::new(&self.activity);
-        let request = if request.uri().path().starts_with(UNTIMED_PREFIX) {
+        let path = request.uri().path();
+        let untimed = path.starts_with(UNTIMED_PREFIX);
+        let open = OpenRequest::new(&self.activity, untimed || path == HEALTH_WATCH);
+        let request = if untimed {
             request.map(Body::new)
         } else {
             let grpc = is_grpc(request.headers());
             let timeout = self.body_timeout;
-            request.map(|body| timed_body(body, timeout, grpc))
+            let activity = self.activity.clone();
+            request.map(|body| timed_body(body, timeout, grpc, activity))
         };
         TrackedFuture {
             response: self.inner.call(request),
@@ -144,16 +178,14 @@ where
             .open
             .take()
             .expect("a response future is not polled after it ends");
-        Poll::Ready(Ok(
-            response.map(|body| Body::new(Guarded { body, _open: open }))
-        ))
+        Poll::Ready(Ok(response.map(|body| Body::new(Guarded { body, open }))))
     }
 }
 
 /// Wraps `body` so that a wait of more than `timeout` for its next frame
 /// fails it. For gRPC the error is a status, which tonic passes on to the
 /// client as it is.
-fn timed_body<B>(body: B, timeout: Duration, grpc: bool) -> Body
+fn timed_body<B>(body: B, timeout: Duration, grpc: bool, activity: Arc<Activity>) -> Body
 where
     B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
@@ -164,6 +196,7 @@ where
         grpc,
         timer: None,
         armed: false,
+        activity,
     })
 }
 
@@ -179,6 +212,7 @@ struct TimedBody<B> {
     timer: Option<Pin<Box<Sleep>>>,
     /// Whether the timer runs for the frame now awaited.
     armed: bool,
+    activity: Arc<Activity>,
 }
 
 impl<B> hyper::body::Body for TimedBody<B>
@@ -195,6 +229,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
             self.armed = false;
+            self.activity.frame_passed();
             return Poll::Ready(frame.map(|result| result.map_err(Into::into)));
         }
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -235,7 +270,7 @@ pub struct BodyStalled(pub Duration);
 /// is finished or dropped.
 struct Guarded {
     body: Body,
-    _open: OpenRequest,
+    open: OpenRequest,
 }
 
 impl hyper::body::Body for Guarded {
@@ -246,7 +281,11 @@ impl hyper::body::Body for Guarded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if frame.is_ready() {
+            self.open.activity.frame_passed();
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

@@ -335,7 +335,7 @@ async fn connection(
     if idle {
         tracing::debug!(
             idle_seconds = limits.idle.as_secs_f64(),
-            "closing a connection without requests"
+            "closing an idle connection, or one whose client stopped reading"
         );
         // A client that never acknowledges the goodbye would otherwise keep
         // the connection open.

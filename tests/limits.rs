@@ -320,3 +320,46 @@ fn metrics_listener_serves_a_quarter() {
         "{waiting}"
     );
 }
+
+#[tokio::test]
+async fn client_that_never_reads_is_closed() {
+    let (_dir, server) = start("limits-no-read", &["--idle-timeout", "1s"]);
+
+    // An HTTP/2 client that grants no window, so no response data can reach
+    // it, sends one complete call.
+    let tcp = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = axum::http::Request::post(format!(
+        "http://{}/ipclass.v1.IpClassifier/GetTableInfo",
+        server.address
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), connection)
+        .await
+        .expect("the server closes the connection within 20 s")
+        .unwrap()
+        .ok();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500),
+        "closed after {waited:?}"
+    );
+}
