@@ -429,6 +429,13 @@ pub async fn serve(
         .max_connections
         .map_or_else(default_max_connections, |max| max as usize);
     tracing::info!(%address, max_connections, version = env!("CARGO_PKG_VERSION"), "listening");
+    if args.idle_timeout < args.header_read_timeout {
+        tracing::warn!(
+            idle_seconds = args.idle_timeout.as_secs_f64(),
+            header_read_seconds = args.header_read_timeout.as_secs_f64(),
+            "--idle-timeout is below --header-read-timeout, so a request head still arriving is cut off at the idle timeout; raise --idle-timeout to the header read timeout or above"
+        );
+    }
     let metrics_listener = match args.metrics_listen {
         Some(address) => match server::bind(address).await {
             Ok(listener) => {

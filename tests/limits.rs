@@ -363,3 +363,17 @@ async fn client_that_never_reads_is_closed() {
         "closed after {waited:?}"
     );
 }
+
+#[test]
+fn idle_below_header_timeout_warns() {
+    let extra = ["--idle-timeout", "5s", "--header-read-timeout", "30s"];
+    let (_dir, mut server) = start("limits-idle-warning", &extra);
+    let warning = server.wait_for_log(|line| {
+        line["message"].as_str().is_some_and(|message| {
+            message.starts_with("--idle-timeout is below --header-read-timeout")
+        })
+    });
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["idle_seconds"], 5.0);
+    assert_eq!(warning["header_read_seconds"], 30.0);
+}
