@@ -129,6 +129,19 @@ pub enum Problem {
     },
     #[error("set {0:?} has no prefixes")]
     EmptySet(String),
+    #[error("list file {path} is named again in set {set:?} (first at {first}); it is read once, so remove the repeat")]
+    RepeatedFile {
+        path: PathBuf,
+        set: String,
+        first: Location,
+    },
+    #[error("list file {path} is named in set {set:?} and also in set {other_set:?} at {other}; a prefix belongs to one set only, so name the file in one set")]
+    FileInTwoSets {
+        path: PathBuf,
+        set: String,
+        other_set: String,
+        other: Location,
+    },
 }
 
 /// A problem and where it was found.

@@ -213,6 +213,8 @@ struct Reader<'a> {
     hasher: Sha256,
     /// Maximum number of prefixes of one address family.
     max_prefixes: usize,
+    /// List files named so far, with the set and the place that named each.
+    named_files: HashMap<PathBuf, (SetId, Range<usize>)>,
 }
 
 impl<'a> Reader<'a> {
@@ -247,6 +249,7 @@ impl<'a> Reader<'a> {
             omitted_warnings: 0,
             hasher,
             max_prefixes,
+            named_files: HashMap::new(),
         }
     }
 
@@ -503,10 +506,48 @@ impl<'a> Reader<'a> {
                 .parent()
                 .unwrap_or(Path::new(""))
                 .join(name.as_ref());
+            if let Some((first_set, first_span)) = self.named_files.get(&list_path).cloned() {
+                self.report_named_again(list_path, set, item.span(), first_set, first_span);
+                continue;
+            }
+            self.named_files
+                .insert(list_path.clone(), (set, item.span()));
             match (self.read_list)(&list_path) {
                 Ok(contents) => self.read_list_file(set, list_path, &contents, item.span()),
                 Err(error) => self.error_at(item.span(), read_problem(list_path, &error)),
             }
+        }
+    }
+
+    /// Reports the list file at `path`, named at `span` for `set`, as named
+    /// before at `first_span` for `first_set`: a warning within one set, an
+    /// error across sets.
+    fn report_named_again(
+        &mut self,
+        path: PathBuf,
+        set: SetId,
+        span: Range<usize>,
+        first_set: SetId,
+        first_span: Range<usize>,
+    ) {
+        let location = self.location(span);
+        let first = self.location(first_span);
+        let set_name = self.set_name(set).to_owned();
+        if first_set == set {
+            let problem = Problem::RepeatedFile {
+                path,
+                set: set_name,
+                first,
+            };
+            self.warning(Diagnostic { location, problem });
+        } else {
+            let problem = Problem::FileInTwoSets {
+                path,
+                set: set_name,
+                other_set: self.set_name(first_set).to_owned(),
+                other: first,
+            };
+            self.error(Diagnostic { location, problem });
         }
     }
 

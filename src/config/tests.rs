@@ -270,6 +270,38 @@ fn prefix_in_two_sets_names_both_locations() {
 }
 
 #[test]
+fn list_file_in_two_sets_is_one_error() {
+    let text = "[sets.lan]\ninternal = true\nfiles = [\"office.txt\"]\n\n[sets.guest]\ninternal = false\nfiles = [\"office.txt\"]\n";
+    let lists = [("office.txt", "10.0.0.0/8\n172.16.0.0/12\nbogus\n")];
+    let errors = rejected(text, &lists);
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        messages,
+        [
+            "/etc/ipclass/ipclass.toml:7: list file /etc/ipclass/office.txt is named in set \"guest\" \
+             and also in set \"lan\" at /etc/ipclass/ipclass.toml:3; a prefix belongs to one set only, \
+             so name the file in one set",
+            "/etc/ipclass/office.txt:3: invalid prefix \"bogus\": not a prefix; write an address, '/', \
+             and a prefix length, such as 192.168.1.0/24",
+        ]
+    );
+}
+
+#[test]
+fn list_file_named_twice_is_read_once() {
+    let text = "[sets.lan]\ninternal = true\nfiles = [\"office.txt\", \"office.txt\"]\n";
+    let lists = [("office.txt", "10.0.0.0/8\n")];
+    let loaded = accepted(text, &lists);
+    assert_eq!(loaded.spec.prefix_count(), 1);
+    let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        ["/etc/ipclass/ipclass.toml:3: list file /etc/ipclass/office.txt is named again in set \"lan\" \
+          (first at /etc/ipclass/ipclass.toml:3); it is read once, so remove the repeat"]
+    );
+}
+
+#[test]
 fn prefix_in_two_sets_after_normalizing_is_error() {
     let text = "[sets.lan]\ninternal = true\nnetworks = [\"10.0.0.0/8\"]\n[sets.guest]\ninternal = false\nnetworks = [\"10.9.9.9/8\"]\n";
     let errors = rejected(text, &[]);
