@@ -1,6 +1,6 @@
-//! Request tracking for one connection: the count of open requests, so that
-//! a connection without any for a while can be closed, and a timeout on each
-//! wait for request body data.
+//! Request tracking for one connection: counts of requests, open streams
+//! and body frames, so that a connection without any progress for a while
+//! can be closed, and a timeout on each wait for request body data.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,8 +29,6 @@ const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
 /// Counts of the requests on one connection.
 #[derive(Debug, Default)]
 pub struct Activity {
-    /// Requests whose response body is not finished or dropped yet.
-    open: AtomicUsize,
     /// Open requests of the streaming methods: reflection and health Watch.
     streams: AtomicUsize,
     /// Requests started since the connection opened.
@@ -72,8 +70,8 @@ impl Activity {
     }
 }
 
-/// Decrements [`Activity::open`], and [`Activity::streams`] for a stream,
-/// when dropped.
+/// A request whose response body is not finished or dropped yet. For a
+/// stream it holds a count in [`Activity::streams`] until dropped.
 pub struct OpenRequest {
     activity: Arc<Activity>,
     stream: bool,
@@ -82,7 +80,6 @@ pub struct OpenRequest {
 impl OpenRequest {
     fn new(activity: &Arc<Activity>, stream: bool) -> OpenRequest {
         activity.started.fetch_add(1, Ordering::Relaxed);
-        activity.open.fetch_add(1, Ordering::Relaxed);
         if stream {
             activity.streams.fetch_add(1, Ordering::Relaxed);
         }
@@ -95,7 +92,6 @@ impl OpenRequest {
 
 impl Drop for OpenRequest {
     fn drop(&mut self) {
-        self.activity.open.fetch_sub(1, Ordering::Relaxed);
         if self.stream {
             self.activity.streams.fetch_sub(1, Ordering::Relaxed);
         }
