@@ -71,7 +71,7 @@ impl Activity {
 }
 
 /// A request whose response body is not finished or dropped yet. For a
-/// stream it holds a count in [`Activity::streams`] until dropped.
+/// stream it keeps [`Activity::streams`] one higher until dropped.
 pub struct OpenRequest {
     activity: Arc<Activity>,
     stream: bool,
@@ -199,8 +199,8 @@ where
 /// A request body that fails when its next frame takes longer than
 /// `timeout`. The timer starts only when a poll finds no frame ready, so a
 /// body that arrives with its request costs no timer at all. tower-http's
-/// `TimeoutBody` starts one on every poll, and every timer start takes the
-/// lock of tokio's timer wheel.
+/// `TimeoutBody` starts one on every poll, and every timer start takes a
+/// lock of tokio's timer driver.
 struct TimedBody<B> {
     body: B,
     timeout: Duration,

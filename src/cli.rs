@@ -97,8 +97,9 @@ pub struct ServeArgs {
     #[arg(long, env = "IPCLASS_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
     pub body_read_timeout: Duration,
 
-    /// Time a connection may stay open without a request in progress, such
-    /// as 5m. HTTP/2 clients get a GOAWAY and reconnect on their next call.
+    /// Time a connection may stay open without a request in progress, or
+    /// with responses its client does not read, such as 5m. HTTP/2 clients
+    /// get a GOAWAY and reconnect on their next call.
     #[arg(long, env = "IPCLASS_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
 

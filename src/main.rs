@@ -64,8 +64,8 @@ const DEFAULT_LOG_FILTER: &str = "info,notify=error,inotify=error";
 /// some, so that a typo such as `RUST_LOG=nonsense` cannot hide errors.
 const FALLBACK_LOG_LEVEL: &str = "warn";
 
-/// Builds the log filter from RUST_LOG, and returns with it a problem of
-/// RUST_LOG to log once logging runs.
+/// Builds the log filter from RUST_LOG. Also returns a warning about
+/// RUST_LOG, if any, to log once logging is set up.
 fn log_filter() -> (EnvFilter, Option<String>) {
     let directives = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_default();
     if directives.trim().is_empty() {
@@ -138,8 +138,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "signal received"),
             _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
         }
-        // A second signal cuts the shutdown delay and the grace period short,
-        // as a second Ctrl-C does in most servers.
+        // A second signal cuts the shutdown delay and the grace period short.
         tokio::spawn(async move {
             tokio::select! {
                 _ = interrupt.recv() => {}

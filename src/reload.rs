@@ -321,6 +321,7 @@ async fn debounce(
 #[derive(Debug, Clone, Default)]
 struct OpenWrites(Arc<Mutex<Writes>>);
 
+/// The state behind [`OpenWrites`].
 #[derive(Debug, Default)]
 struct Writes {
     files: HashMap<PathBuf, Instant>,

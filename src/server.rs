@@ -92,7 +92,8 @@ pub struct Limits {
     pub header_read: Duration,
     /// Maximum wait for the next piece of a request body.
     pub body_read: Duration,
-    /// Time without an open request after which a connection is closed.
+    /// Time without a new request, a body frame or an open stream after which
+    /// a connection is closed.
     pub idle: Duration,
     /// Connections served at once on the main listener. Further clients
     /// wait in the kernel's listen queue until one closes.
@@ -277,8 +278,9 @@ async fn serve_until_drained(
 }
 
 /// Serves one connection: first the fast path, if any, then hyper with
-/// whatever the fast path left unanswered. A connection without an open
-/// request for `limits.idle` is closed as in a shutdown.
+/// whatever the fast path left unanswered. A connection idle for
+/// `limits.idle`, as [`Activity::idle_for`] defines it, is closed as in a
+/// shutdown.
 async fn connection(
     stream: TcpStream,
     app: Router,
@@ -292,18 +294,21 @@ async fn connection(
             Outcome::Handoff { io, served } => (io, served),
         },
         None => {
-            // Hyper's header read timeout starts only with the first byte, so
-            // a client that sends nothing is timed out here.
+            // Hyper's header read timeout left a connection that sent nothing
+            // open (hyper 1.x here), so such a client is timed out here. A
+            // shutdown closes it at once.
             let mut first = [0u8; 1];
-            if tokio::time::timeout(limits.header_read, stream.peek(&mut first))
-                .await
-                .is_err()
-            {
-                tracing::debug!(
-                    timeout_seconds = limits.header_read.as_secs_f64(),
-                    "no request within the header read timeout; closing the connection"
-                );
-                return;
+            tokio::select! {
+                peeked = tokio::time::timeout(limits.header_read, stream.peek(&mut first)) => {
+                    if peeked.is_err() {
+                        tracing::debug!(
+                            timeout_seconds = limits.header_read.as_secs_f64(),
+                            "no request within the header read timeout; closing the connection"
+                        );
+                        return;
+                    }
+                }
+                () = drained(&mut drain) => return,
             }
             (Rewind::new(Bytes::new(), stream), false)
         }

@@ -82,7 +82,7 @@ fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
 }
 
 #[test]
-fn stalled_body_gets_408_and_the_connection_closes() {
+fn stalled_body_gets_408_and_close() {
     let (_dir, server) = start("limits-stalled-body", &["--body-read-timeout", "1s"]);
     let address = server.address;
 
@@ -134,7 +134,7 @@ fn short_body_pauses_are_served() {
 }
 
 #[test]
-fn oversize_declared_body_is_refused_before_100_continue() {
+fn oversize_body_rejected_before_continue() {
     let (_dir, server) = start("limits-expect", &["--max-batch-size", "10"]);
     let address = server.address;
 
@@ -173,7 +173,7 @@ fn frame_types(mut received: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn idle_http2_connection_gets_goaway_and_closes() {
+fn idle_http2_connection_gets_goaway() {
     const GOAWAY: u8 = 7;
     let (_dir, server) = start("limits-idle", &["--idle-timeout", "1s"]);
     let address = server.address;
@@ -293,14 +293,14 @@ fn metrics_listener_serves_a_quarter() {
 
     // Two open connections use up the metrics listener's 2 slots.
     let request = b"GET /metrics HTTP/1.1\r\nHost: ipclass\r\n\r\n";
-    let mut held = Vec::new();
+    let mut open_connections = Vec::new();
     for _ in 0..2 {
         let mut stream = TcpStream::connect(&address).unwrap();
         stream.write_all(request).unwrap();
         let mut buffer = [0u8; 64];
         let read = stream.read(&mut buffer).unwrap();
         assert!(buffer[..read].starts_with(b"HTTP/1.1 200"));
-        held.push(stream);
+        open_connections.push(stream);
     }
     server.wait_for_log(|line| {
         line["message"]

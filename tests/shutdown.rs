@@ -251,6 +251,33 @@ fn second_signal_exits_at_once() {
 }
 
 #[test]
+fn silent_metrics_client_does_not_delay_exit() {
+    let dir = TempDir::new("shutdown-metrics-silent");
+    let config = dir.write("ipclass.toml", CONFIG);
+    let extra = ["--metrics-listen", "127.0.0.1:0", "--shutdown-grace", "30s"];
+    let mut server = Server::start(&config, &extra);
+    let serving = server.wait_for_log(|line| line["message"] == "serving metrics");
+    let address = serving["address"].as_str().unwrap().to_owned();
+
+    // A client that connects and sends nothing. The listener accepts in
+    // order, so a response on a second connection shows that it accepted the
+    // first.
+    let _silent = TcpStream::connect(&address).expect("connect to metrics");
+    let mut scrape = TcpStream::connect(&address).expect("connect to metrics");
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: ipclass\r\n\r\n")
+        .unwrap();
+    let mut buffer = [0u8; 64];
+    let read = scrape.read(&mut buffer).unwrap();
+    assert!(buffer[..read].starts_with(b"HTTP/1.1 200"));
+    server.signal("TERM");
+    let status = server
+        .wait_exit(PROMPT_EXIT)
+        .expect("a silent metrics client does not hold the server");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
 fn idle_connections_do_not_delay_exit() {
     let dir = TempDir::new("shutdown-idle");
     let mut server = start(&dir, "30s");

@@ -169,7 +169,7 @@ pub struct ConfigErrors {
 impl ConfigErrors {
     /// Returns the errors as the display does, but with no text taken from
     /// the files: API clients see this form, and a file named by mistake may
-    /// hold secrets. The log and `ipclass check` show the full form.
+    /// contain secrets. The log and `ipclass check` show the full form.
     pub fn without_file_text(&self) -> String {
         let mut text = String::new();
         let _ = self.write(&mut text, true);

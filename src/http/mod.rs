@@ -121,7 +121,7 @@ async fn is_internal_batch(
 ) -> Result<Response, RequestError> {
     check_content_encoding(&headers)?;
     let limit = body_limit(state.max_batch);
-    // A declared length over the limit is refused before any of the body is
+    // A declared length over the limit is rejected before any of the body is
     // read, so a client that waits for `100 Continue` sends none of it.
     let declared = headers
         .get(header::CONTENT_LENGTH)
