@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::http::answer_one;
+use crate::http::json::TYPICAL_ANSWER_LEN;
 use crate::metrics::{self, Api};
 use crate::server::drained;
 use crate::state::AppState;
@@ -62,7 +63,13 @@ pub async fn serve(
 ) -> Outcome {
     let mut input = BytesMut::with_capacity(4096);
     let mut output = Vec::with_capacity(1024);
+    let mut body = Vec::with_capacity(TYPICAL_ANSWER_LEN);
     let mut served = false;
+    // One drain wait lasts the whole connection, because creating one per
+    // read cost a waker registration per request.
+    let mut drain_wait = drain.clone();
+    let drain_started = drained(&mut drain_wait);
+    tokio::pin!(drain_started);
     // The header read timeout runs from the connection's start or the last
     // response. Resetting a timer costs a lock in tokio's timer driver, so
     // each response only records its time, and the timer, when it fires
@@ -83,10 +90,13 @@ pub async fn serve(
                     let started = Instant::now();
                     let query =
                         std::str::from_utf8(&input[query]).expect("httparse checks the target");
-                    let (status, body) = answer_one(state, query);
+                    body.clear();
+                    let status = answer_one(state, query, &mut body);
                     close = requested || *drain.borrow();
-                    write_response(&mut output, status, &body, close);
-                    metrics::record_http_status(Api::HttpGet, status, started.elapsed());
+                    let finished = Instant::now();
+                    write_response(&mut output, status, &body, close, finished);
+                    metrics::record_http_status(Api::HttpGet, status, finished - started);
+                    last_response = finished;
                     input.advance(len);
                     served = true;
                 }
@@ -102,7 +112,6 @@ pub async fn serve(
                 return Outcome::Closed;
             }
             output.clear();
-            last_response = Instant::now();
         }
         if close {
             let _ = stream.shutdown().await;
@@ -119,7 +128,7 @@ pub async fn serve(
             },
             // A request whose head has not fully arrived has not started,
             // so draining closes its connection at once, as hyper does.
-            () = drained(drain) => return Outcome::Closed,
+            () = &mut drain_started => return Outcome::Closed,
             () = &mut head_timer => {
                 let deadline = last_response + header_timeout;
                 if deadline > Instant::now() {
@@ -195,7 +204,7 @@ fn parse(input: &[u8]) -> Parsed {
     };
     // Hyper rejects some targets that httparse accepts, so those go to
     // hyper for the same rejection.
-    if PathAndQuery::from_str(target).is_err() {
+    if !plainly_valid(target) && PathAndQuery::from_str(target).is_err() {
         return Parsed::Other;
     }
 
@@ -230,8 +239,30 @@ fn parse(input: &[u8]) -> Parsed {
     }
 }
 
-/// Appends a response with the headers hyper writes for the axum route.
-fn write_response(out: &mut Vec<u8>, status: StatusCode, body: &[u8], close: bool) {
+/// Returns true when `target` contains only ASCII letters, digits and
+/// `/?=.:-_&%+`, which `http` accepts in a path and query. Any other target
+/// needs a full parse.
+fn plainly_valid(target: &str) -> bool {
+    const PLAIN: [bool; 256] = {
+        let mut plain = [false; 256];
+        let mut byte = 0;
+        while byte < 256 {
+            let b = byte as u8;
+            plain[byte] = b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'/' | b'?' | b'=' | b'.' | b':' | b'-' | b'_' | b'&' | b'%' | b'+'
+                );
+            byte += 1;
+        }
+        plain
+    };
+    target.bytes().all(|byte| PLAIN[usize::from(byte)])
+}
+
+/// Appends a response with the headers hyper writes for the axum route,
+/// dated `now`.
+fn write_response(out: &mut Vec<u8>, status: StatusCode, body: &[u8], close: bool, now: Instant) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
@@ -242,25 +273,28 @@ fn write_response(out: &mut Vec<u8>, status: StatusCode, body: &[u8], close: boo
         out.extend_from_slice(b"\r\nconnection: close");
     }
     out.extend_from_slice(b"\r\ndate: ");
-    with_date(|date| out.extend_from_slice(date));
+    with_date(now, |date| out.extend_from_slice(date));
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
 }
 
-/// Passes the current `Date` header value to `f`. Each thread formats it
-/// again only when the second changes.
-fn with_date(f: impl FnOnce(&[u8])) {
+/// Passes the `Date` header value for the time `now` to `f`. Each thread
+/// reads the wall clock and formats the value again only after `now` passes
+/// the end of the cached second, so most responses read no clock here.
+fn with_date(now: Instant, f: impl FnOnce(&[u8])) {
     thread_local! {
-        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+        static DATE: RefCell<(Option<Instant>, String)> = const { RefCell::new((None, String::new())) };
     }
-    let now = SystemTime::now();
-    let second = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    DATE.with_borrow_mut(|(cached, text)| {
-        if *cached != second {
-            *cached = second;
-            *text = httpdate::fmt_http_date(now);
+    DATE.with_borrow_mut(|(valid_until, text)| {
+        if valid_until.is_none_or(|until| now >= until) {
+            let wall = SystemTime::now();
+            let into_second = wall
+                .duration_since(UNIX_EPOCH)
+                .map_or(Duration::ZERO, |since| {
+                    Duration::from_nanos(u64::from(since.subsec_nanos()))
+                });
+            *valid_until = Some(now + (Duration::from_secs(1) - into_second));
+            *text = httpdate::fmt_http_date(wall);
         }
         f(text.as_bytes());
     });
@@ -424,7 +458,13 @@ mod tests {
     #[test]
     fn response_headers_match_hyper() {
         let mut out = Vec::new();
-        write_response(&mut out, StatusCode::BAD_REQUEST, b"{}", true);
+        write_response(
+            &mut out,
+            StatusCode::BAD_REQUEST,
+            b"{}",
+            true,
+            Instant::now(),
+        );
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let lines: Vec<&str> = head.split("\r\n").collect();
@@ -441,5 +481,45 @@ mod tests {
         assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
         assert_eq!(lines.len(), 5);
         assert_eq!(body, "{}");
+    }
+
+    #[test]
+    fn date_changes_with_second() {
+        let date = |now| {
+            let mut text = String::new();
+            with_date(now, |date| text = String::from_utf8(date.to_vec()).unwrap());
+            httpdate::parse_http_date(&text).unwrap()
+        };
+        let before = SystemTime::now() - Duration::from_secs(1);
+        let now = Instant::now();
+        let first = date(now);
+        assert!(first >= before, "{first:?}");
+        assert!(first <= SystemTime::now(), "{first:?}");
+        // One second on, the cached second has ended, so the wall clock is
+        // read again.
+        let later = Instant::now() + Duration::from_secs(1);
+        let second = date(later);
+        assert!(second >= SystemTime::now() - Duration::from_secs(1));
+        assert_eq!(date(later), second);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_target_parses(target in "/[A-Za-z0-9/?=.:_&%+-]{0,80}") {
+            proptest::prop_assert!(plainly_valid(&target));
+            proptest::prop_assert!(PathAndQuery::from_str(&target).is_ok(), "{}", target);
+        }
+
+        #[test]
+        fn other_byte_not_plain(target in "/[ -~]{0,20}", byte in 0u8..=255) {
+            let plain = byte.is_ascii_alphanumeric() || b"/?=.:-_&%+".contains(&byte);
+            let mut bytes = target.into_bytes();
+            bytes.push(byte);
+            if let Ok(target) = String::from_utf8(bytes) {
+                if !plain {
+                    proptest::prop_assert!(!plainly_valid(&target));
+                }
+            }
+        }
     }
 }

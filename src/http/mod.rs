@@ -7,6 +7,7 @@
 pub mod fast;
 pub mod json;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -67,35 +68,49 @@ async fn is_internal_one(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let (status, body) = answer_one(&state, query.as_deref().unwrap_or_default());
+    let mut body = Vec::with_capacity(json::TYPICAL_ANSWER_LEN);
+    let status = answer_one(&state, query.as_deref().unwrap_or_default(), &mut body);
     json_response(status, body)
 }
 
-/// Classifies the address of a `GET /v1/is-internal` raw query string and
-/// returns the status and the JSON body. Both HTTP/1.1 paths, hyper's and
-/// [`fast`], call it.
-pub fn answer_one(state: &AppState, query: &str) -> (StatusCode, Vec<u8>) {
-    match classify_query(state, query) {
-        Ok(answer) => answer,
-        Err(error) => (error.http_status(), error_body(&error.to_string())),
+/// Classifies the address of a `GET /v1/is-internal` raw query string,
+/// appends the JSON body to `body` and returns the status. Both HTTP/1.1
+/// paths, hyper's and [`fast`], call it.
+pub fn answer_one(state: &AppState, query: &str, body: &mut Vec<u8>) -> StatusCode {
+    match classify_query(state, query, body) {
+        Ok(status) => status,
+        Err(error) => {
+            body.extend_from_slice(&error_body(&error.to_string()));
+            error.http_status()
+        }
     }
 }
 
-fn classify_query(state: &AppState, query: &str) -> Result<(StatusCode, Vec<u8>), RequestError> {
+/// Returns the value of the only `ip` parameter of `query`.
+fn ip_parameter(query: &str) -> Result<Cow<'_, str>, RequestError> {
+    // The common query is `ip=` and a value that needs no decoding, so it is
+    // used as it is. form_urlencoded returns the same value for it.
+    if let Some(value) = query.strip_prefix("ip=") {
+        if !value.bytes().any(|byte| matches!(byte, b'&' | b'%' | b'+')) {
+            return Ok(Cow::Borrowed(value));
+        }
+    }
     let mut values = form_urlencoded::parse(query.as_bytes())
         .filter(|(key, _)| key == "ip")
         .map(|(_, value)| value);
-    let (Some(ip), None) = (values.next(), values.next()) else {
-        let count = form_urlencoded::parse(query.as_bytes())
-            .filter(|(key, _)| key == "ip")
-            .count();
-        return Err(if count == 0 {
-            RequestError::MissingIp
-        } else {
-            RequestError::RepeatedIp(count)
-        });
-    };
+    match (values.next(), values.next()) {
+        (Some(ip), None) => Ok(ip),
+        (None, _) => Err(RequestError::MissingIp),
+        (Some(_), Some(_)) => Err(RequestError::RepeatedIp(2 + values.count())),
+    }
+}
 
+fn classify_query(
+    state: &AppState,
+    query: &str,
+    body: &mut Vec<u8>,
+) -> Result<StatusCode, RequestError> {
+    let ip = ip_parameter(query)?;
     let snapshot = state.snapshot();
     let table = &snapshot.table;
     let span = request_span(Api::HttpGet, 1, table.generation());
@@ -109,9 +124,8 @@ fn classify_query(state: &AppState, query: &str) -> Result<(StatusCode, Vec<u8>)
     } else {
         StatusCode::OK
     };
-    let mut body = Vec::with_capacity(json::TYPICAL_ANSWER_LEN);
-    json::write_classification(&mut body, &ip, &found, table.generation());
-    Ok((status, body))
+    json::write_classification(body, &ip, &found, table.generation());
+    Ok(status)
 }
 
 async fn is_internal_batch(
@@ -276,4 +290,54 @@ pub async fn not_found(method: Method, uri: Uri, headers: axum::http::HeaderMap)
 pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     let message = format!("method {method} is not allowed on {}", uri.path());
     error_response(StatusCode::METHOD_NOT_ALLOWED, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes the `ip` parameter of `query` with form_urlencoded alone.
+    fn decoded(query: &str) -> Result<String, String> {
+        let values: Vec<String> = form_urlencoded::parse(query.as_bytes())
+            .filter(|(key, _)| key == "ip")
+            .map(|(_, value)| value.into_owned())
+            .collect();
+        match values.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(RequestError::MissingIp.to_string()),
+            many => Err(RequestError::RepeatedIp(many.len()).to_string()),
+        }
+    }
+
+    #[test]
+    fn ip_parameter_cases() {
+        for query in [
+            "ip=10.0.0.1",
+            "ip=",
+            "",
+            "ip=1%2E2.3.4",
+            "ip=a+b",
+            "ip=1&ip=2",
+            "ip=1&ip=2&ip=3&x=4",
+            "x=1&ip=fe80::1",
+            "ip=fe80::1%25eth0",
+            "ip",
+            "ip=1&",
+        ] {
+            let got = ip_parameter(query)
+                .map(Cow::into_owned)
+                .map_err(|error| error.to_string());
+            assert_eq!(got, decoded(query), "{query:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ip_parameter_any_query(query in "[a-z0-9=&%+.:]{0,24}") {
+            let got = ip_parameter(&query)
+                .map(Cow::into_owned)
+                .map_err(|error| error.to_string());
+            proptest::prop_assert_eq!(got, decoded(&query));
+        }
+    }
 }
