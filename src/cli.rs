@@ -4,6 +4,7 @@
 //! module turns outcomes into output and exit codes; the work itself lives
 //! in the other modules.
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::builder::BoolishValueParser;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::address::{self, Normalized};
 use crate::classify::classify_text;
@@ -42,6 +43,65 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the command line and the `IPCLASS_*` variables, or exits with
+    /// a usage error. An invalid value that came from a variable gets a tip
+    /// that names the variable, because clap's message names only the flag.
+    pub fn parse_or_exit() -> Cli {
+        let args: Vec<OsString> = std::env::args_os().collect();
+        Cli::try_parse_from(&args).unwrap_or_else(|error| name_variable(error, &args).exit())
+    }
+}
+
+/// Adds a tip naming the environment variable to `error` when it is about an
+/// invalid value of a flag that `args` leaves out and its variable sets.
+fn name_variable(mut error: clap::Error, args: &[OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return error;
+    }
+    let Some(ContextValue::String(invalid)) = error.get(ContextKind::InvalidArg) else {
+        return error;
+    };
+    // clap names the flag as `--max-connections <MAX_CONNECTIONS>`.
+    let Some(long) = invalid
+        .split(' ')
+        .next()
+        .and_then(|flag| flag.strip_prefix("--"))
+    else {
+        return error;
+    };
+    let command = Cli::command();
+    let variable = std::iter::once(&command)
+        .chain(command.get_subcommands())
+        .flat_map(clap::Command::get_arguments)
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .map(|name| name.to_string_lossy().into_owned());
+    let Some(variable) = variable else {
+        return error;
+    };
+    let flag = format!("--{long}");
+    let on_command_line = args.iter().skip(1).any(|arg| {
+        let arg = arg.to_string_lossy();
+        arg == flag || arg.starts_with(&format!("{flag}="))
+    });
+    if on_command_line || std::env::var_os(&variable).is_none() {
+        return error;
+    }
+    let tip =
+        format!("the value comes from the environment variable {variable}; correct or unset it");
+    error.insert(
+        ContextKind::Suggested,
+        ContextValue::StyledStrs(vec![tip.into()]),
+    );
+    error
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,12 +3,11 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use ipclass::cli::{self, Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let args = Cli::parse();
+    let args = Cli::parse_or_exit();
     init_tracing(args.log_format);
     match args.command {
         Command::Check(check) => cli::check(&check),

@@ -545,3 +545,52 @@ fn invalid_flag_values_are_usage_errors() {
         assert!(stderr.contains(value), "{stderr}");
     }
 }
+
+#[test]
+fn invalid_variable_is_named() {
+    let (_dir, config) = config_dir();
+    for (variable, value, args) in [
+        (
+            "IPCLASS_MAX_CONNECTIONS",
+            "abc",
+            vec!["serve", "--config", &config],
+        ),
+        (
+            "IPCLASS_IDLE_TIMEOUT",
+            "5",
+            vec!["serve", "--config", &config],
+        ),
+        (
+            "IPCLASS_LOG_FORMAT",
+            "xml",
+            vec!["check", "--config", &config],
+        ),
+        (
+            "IPCLASS_STRICT",
+            "maybe",
+            vec!["check", "--config", &config],
+        ),
+    ] {
+        let output = run_with_env(&args, &[(variable, value)]);
+        assert_eq!(output.status.code(), Some(2), "{variable}={value}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(&format!("'{value}'")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("environment variable {variable}")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn invalid_flag_beside_variable_names_flag() {
+    let (_dir, config) = config_dir();
+    let output = run_with_env(
+        &["serve", "--config", &config, "--max-connections=x"],
+        &[("IPCLASS_MAX_CONNECTIONS", "abc")],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("'x'"), "{stderr}");
+    assert!(!stderr.contains("environment variable"), "{stderr}");
+}
