@@ -6,16 +6,21 @@
 //! Labels take values only from fixed sets (API names, verdicts, status
 //! codes, set names from the config), never an address.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics::{Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
@@ -228,7 +233,16 @@ pub async fn count_http(request: Request, next: Next) -> Response {
 /// limit. The methods count the calls that succeed.
 async fn count_grpc_failure(api: Api, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let unfinished = Unfinished { api, started };
+    let ended = Arc::new(AtomicBool::new(false));
+    let request = request.map(|body| {
+        Body::new(WatchedBody {
+            body,
+            ended: ended.clone(),
+        })
+    });
     let mut response = next.run(request).await;
+    std::mem::forget(unfinished);
     let code = response
         .headers()
         .get("grpc-status")
@@ -236,6 +250,12 @@ async fn count_grpc_failure(api: Api, request: Request, next: Next) -> Response 
         .map(tonic::Code::from_i32);
     let Some(code) = code.filter(|&code| code != tonic::Code::Ok) else {
         return response;
+    };
+    // tonic treats a request body that the client cancelled as one that
+    // ended early, and returns INTERNAL.
+    let code = match ended.load(Ordering::Relaxed) {
+        true => tonic::Code::Cancelled,
+        false => code,
     };
     record_grpc_code(api, code, started.elapsed());
     if matches!(
@@ -245,6 +265,74 @@ async fn count_grpc_failure(api: Api, request: Request, next: Next) -> Response 
         advise_smaller_batches(response.headers_mut());
     }
     response
+}
+
+/// A gRPC call in progress. Hyper may drop a call whose client reset the
+/// stream, and dropping this counts the call as `CANCELLED`.
+struct Unfinished {
+    api: Api,
+    started: Instant,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        record_grpc_code(self.api, tonic::Code::Cancelled, self.started.elapsed());
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that notes in `ended` when the client cancels it.
+    struct WatchedBody {
+        #[pin]
+        body: Body,
+        ended: Arc<AtomicBool>,
+    }
+}
+
+impl hyper::body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.body.poll_frame(cx));
+        if let Some(Err(error)) = &frame {
+            if client_ended(error) {
+                this.ended.store(true, Ordering::Relaxed);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Returns true when `error` of a request body means that the client reset
+/// the stream with `CANCEL` or that the connection closed, the two ways a
+/// gRPC client cancels a call.
+fn client_ended(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(current) = source {
+        if let Some(error) = current.downcast_ref::<h2::Error>() {
+            return error.reason() == Some(h2::Reason::CANCEL) || error.is_io();
+        }
+        if let Some(error) = current.downcast_ref::<hyper::Error>() {
+            if error.is_incomplete_message() || error.is_canceled() {
+                return true;
+            }
+        }
+        source = current.source();
+    }
+    false
 }
 
 /// Adds what to do to the message of a request that tonic rejected as too

@@ -698,3 +698,91 @@ fn prometheus_scrapes_lookup_counter() {
     let log = std::fs::read_to_string(dir.path.join("prometheus.log")).unwrap_or_default();
     assert_eq!(value, Some(2.0), "Prometheus log:\n{log}");
 }
+
+/// Starts a gRPC call to `path` with a message header that announces 100
+/// bytes and only 4 of them, and returns once the server has received them,
+/// with the connection task, the client, the open stream and its pings.
+async fn start_partial_call(
+    server: &Server,
+    path: &str,
+) -> (
+    tokio::task::JoinHandle<()>,
+    h2::client::SendRequest<bytes::Bytes>,
+    h2::SendStream<bytes::Bytes>,
+    h2::PingPong,
+) {
+    let tcp = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let (client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let mut ping_pong = connection.ping_pong().expect("ping_pong is taken once");
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let request = axum::http::Request::post(format!("http://{}{path}", server.address))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (_response, mut stream) = client.send_request(request, false).unwrap();
+    let partial = b"\0\0\0\0\x64\x0a\x04\x0a\x01".to_vec();
+    stream.send_data(partial.into(), false).unwrap();
+    // h2 may write the first PING ahead of the stream's frames, but they go
+    // out with it, so the reply to a second PING shows that the server has
+    // read them.
+    for _ in 0..2 {
+        ping_pong.ping(h2::Ping::opaque()).await.unwrap();
+    }
+    (connection, client, stream, ping_pong)
+}
+
+/// Waits until the count of `code` calls to `api` reaches `expected`, and
+/// returns the last scrape.
+fn await_code_count(server: &Server, api: &str, code: &str, expected: f64) -> Scrape {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scrape = Scrape::parse(&scrape_text(&server.url("/metrics")));
+        let labels = [("api", api), ("code", code)];
+        let count = scrape.value("ipclass_requests_total", &labels);
+        if count >= expected || Instant::now() > deadline {
+            assert_eq!(count, expected, "{api} {code}");
+            return scrape;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn client_abort_counts_cancelled() {
+    let dir = TempDir::new("metrics-cancelled");
+    let config = dir.write("ipclass.toml", CONFIG);
+    let server = Server::start(&config, &[]);
+    let api = "grpc_is_internal_packed";
+    let path = "/ipclass.v1.IpClassifier/IsInternalPacked";
+
+    // The client resets the stream in the middle of the message.
+    runtime().block_on(async {
+        let (_connection, _client, mut stream, mut ping_pong) =
+            start_partial_call(&server, path).await;
+        stream.send_reset(h2::Reason::CANCEL);
+        ping_pong.ping(h2::Ping::opaque()).await.unwrap();
+    });
+    await_code_count(&server, api, "CANCELLED", 1.0);
+
+    // The client closes the connection in the middle of the message.
+    runtime().block_on(async {
+        let (connection, client, stream, ping_pong) = start_partial_call(&server, path).await;
+        drop((stream, client, ping_pong));
+        connection.abort();
+    });
+    let scrape = await_code_count(&server, api, "CANCELLED", 2.0);
+    for code in ["INTERNAL", "UNKNOWN"] {
+        let labels = [("api", api), ("code", code)];
+        assert_eq!(
+            scrape.value("ipclass_requests_total", &labels),
+            0.0,
+            "{code}"
+        );
+    }
+}
