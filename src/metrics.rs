@@ -6,6 +6,7 @@
 //! Labels take values only from fixed sets (API names, verdicts, status
 //! codes, set names from the config), never an address.
 
+use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -26,6 +27,7 @@ use metrics::{Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::classify::Classification;
+use crate::state::AppState;
 use crate::table::{SetId, Table, Verdict};
 
 pub const LOOKUPS: &str = "ipclass_lookups_total";
@@ -34,6 +36,9 @@ pub const REQUEST_DURATION: &str = "ipclass_request_duration_seconds";
 pub const BATCH_SIZE: &str = "ipclass_batch_size";
 pub const SET_HITS: &str = "ipclass_set_hits_total";
 pub const BUILD_INFO: &str = "ipclass_build_info";
+const TABLE_PREFIXES: &str = "ipclass_table_prefixes";
+const TABLE_PREFIXES_HELP: &str =
+    "Prefixes in the table that answers now, by set and family (ipv4 or ipv6).";
 
 /// Upper bounds of the request duration buckets, in seconds: 10µs to 1s,
 /// because a lookup takes well under a microsecond and a full batch of
@@ -198,16 +203,43 @@ fn describe() {
     );
 }
 
-/// Routes that serve `/metrics` from `handle`.
-pub fn routes(handle: PrometheusHandle) -> Router {
+/// Routes that serve `/metrics`: the series in `handle`, then the prefix
+/// counts of the table that `state` serves.
+pub fn routes(handle: PrometheusHandle, state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(render))
-        .with_state(handle)
+        .with_state((handle, state))
 }
 
-async fn render(State(handle): State<PrometheusHandle>) -> Response {
+async fn render(State((handle, state)): State<(PrometheusHandle, Arc<AppState>)>) -> Response {
+    let mut text = handle.render();
+    write_table_prefixes(&mut text, &state.snapshot().table);
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
-    ([(header::CONTENT_TYPE, content_type)], handle.render()).into_response()
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
+/// Appends `ipclass_table_prefixes` for each set of `table`. Reading the
+/// table at each scrape drops the series of a set that a reload removed,
+/// where a registry gauge would stay at 0.
+fn write_table_prefixes(text: &mut String, table: &Table) {
+    if !text.is_empty() && !text.ends_with("\n\n") {
+        text.push('\n');
+    }
+    let _ = writeln!(text, "# HELP {TABLE_PREFIXES} {TABLE_PREFIXES_HELP}");
+    let _ = writeln!(text, "# TYPE {TABLE_PREFIXES} gauge");
+    for (set, (ipv4, ipv6)) in table.sets().iter().zip(table.prefix_counts()) {
+        // Set names are letters, digits, '-', '_' and '.', so they need no
+        // escaping in a label value.
+        let name = &set.name;
+        let _ = writeln!(
+            text,
+            "{TABLE_PREFIXES}{{set=\"{name}\",family=\"ipv4\"}} {ipv4}"
+        );
+        let _ = writeln!(
+            text,
+            "{TABLE_PREFIXES}{{set=\"{name}\",family=\"ipv6\"}} {ipv6}"
+        );
+    }
 }
 
 /// Counts `ipclass_requests_total` and `ipclass_request_duration_seconds`

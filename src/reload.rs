@@ -28,7 +28,6 @@ const RELOADS: &str = "ipclass_config_reloads_total";
 const LAST_RELOAD_SUCCESSFUL: &str = "ipclass_config_last_reload_successful";
 const LAST_RELOAD_SUCCESS_TIMESTAMP: &str = "ipclass_config_last_reload_success_timestamp_seconds";
 const TABLE_GENERATION: &str = "ipclass_table_generation";
-const TABLE_PREFIXES: &str = "ipclass_table_prefixes";
 const WATCHER_FAILURES: &str = "ipclass_config_watcher_failures_total";
 const WATCHER_UP: &str = "ipclass_config_watcher_up";
 
@@ -79,11 +78,6 @@ pub fn describe_metrics() {
     describe_gauge!(
         TABLE_GENERATION,
         "Generation of the table that answers now."
-    );
-    describe_gauge!(
-        TABLE_PREFIXES,
-        Unit::Count,
-        "Prefixes in the table that answers now, by set and family (ipv4 or ipv6)."
     );
     describe_counter!(
         WATCHER_FAILURES,
@@ -539,9 +533,6 @@ impl Outcome {
 struct Reloader {
     state: Arc<AppState>,
     settle: Duration,
-    /// Set names of the current table, to zero the series of sets that a
-    /// reload removes.
-    set_names: Vec<String>,
     last_failure: Option<String>,
     /// When the latest reload began to read the config.
     reload_started: Instant,
@@ -554,7 +545,6 @@ impl Reloader {
         Reloader {
             state,
             settle,
-            set_names: Vec::new(),
             last_failure: None,
             reload_started: Instant::now(),
             writes: OpenWrites::default(),
@@ -736,8 +726,7 @@ impl Reloader {
         self.last_failure = Some(message);
     }
 
-    /// Sets the table gauges for `snapshot` and zeroes the series of sets it
-    /// no longer has.
+    /// Sets the table gauges for `snapshot`.
     fn record_success(&mut self, snapshot: &Snapshot) {
         let table = &snapshot.table;
         gauge!(TABLE_GENERATION).set(table.generation() as f64);
@@ -747,22 +736,7 @@ impl Reloader {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         gauge!(LAST_RELOAD_SUCCESS_TIMESTAMP).set(loaded_at.as_secs_f64());
-
-        let names: Vec<String> = table.sets().iter().map(|set| set.name.clone()).collect();
-        for (name, (ipv4, ipv6)) in names.iter().zip(table.prefix_counts()) {
-            set_prefix_gauges(name, ipv4 as f64, ipv6 as f64);
-        }
-        for gone in self.set_names.iter().filter(|name| !names.contains(name)) {
-            set_prefix_gauges(gone, 0.0, 0.0);
-        }
-        self.set_names = names;
     }
-}
-
-fn set_prefix_gauges(set: &str, ipv4: f64, ipv6: f64) {
-    let set = set.to_owned();
-    gauge!(TABLE_PREFIXES, "set" => set.clone(), "family" => "ipv4").set(ipv4);
-    gauge!(TABLE_PREFIXES, "set" => set, "family" => "ipv6").set(ipv6);
 }
 
 /// Per-set prefix counts for the reload log line, such as
@@ -986,18 +960,6 @@ mod tests {
         );
         let timestamp = recorder.value("ipclass_config_last_reload_success_timestamp_seconds{}");
         assert!(timestamp.is_some_and(|seconds| seconds > 1e9));
-        let prefixes = |set: &str, family: &str| {
-            recorder.value(&format!(
-                "ipclass_table_prefixes{{set={set},family={family}}}"
-            ))
-        };
-        assert_eq!(prefixes("lan", "ipv4"), Some(1.0));
-        assert_eq!(prefixes("lan", "ipv6"), Some(0.0));
-        assert_eq!(
-            prefixes("vpn", "ipv4"),
-            Some(0.0),
-            "a removed set is zeroed"
-        );
         assert_eq!(reloader.state.snapshot().table.generation(), 2);
     }
 

@@ -71,8 +71,8 @@ pub async fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> (Router,
         // The exact path takes precedence over the generated service's
         // wildcard route, so the leaner codec serves IsInternal.
         .route_service(text::PATH, TextService::new(state.clone(), max_message))
+        .merge(metrics::routes(metrics, state.clone()))
         .merge(http::routes(state))
-        .merge(metrics::routes(metrics))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(axum::middleware::from_fn(metrics::count_http));
@@ -147,7 +147,8 @@ pub async fn serve(
         drain_rx.clone(),
     ));
     if let Some(metrics_listener) = metrics_listener {
-        let app = metrics::routes(metrics).layer(axum::middleware::from_fn(metrics::count_http));
+        let app = metrics::routes(metrics, state.clone())
+            .layer(axum::middleware::from_fn(metrics::count_http));
         let limits = Limits {
             // A quarter of the main limit at most, so that with a low
             // open-file limit both listeners together stay within it.

@@ -786,3 +786,52 @@ fn client_abort_counts_cancelled() {
         );
     }
 }
+
+#[test]
+fn removed_set_loses_prefix_series() {
+    let dir = TempDir::new("metrics-removed-set");
+    let config = dir.write("ipclass.toml", CONFIG);
+    let mut server = Server::start(&config, &["--metrics-listen", "127.0.0.1:0"]);
+    let metrics_url = server.wait_for_log(|line| line["message"] == "serving metrics")["address"]
+        .as_str()
+        .map(|address| format!("http://{address}/metrics"))
+        .expect("the metrics line has an address");
+    let prefixes = "ipclass_table_prefixes";
+    let scrape = Scrape::parse(&scrape_text(&server.url("/metrics")));
+    assert_eq!(
+        scrape.value(prefixes, &[("set", "lan"), ("family", "ipv4")]),
+        1.0
+    );
+    assert_eq!(
+        scrape.value(prefixes, &[("set", "vpn"), ("family", "ipv6")]),
+        1.0
+    );
+    assert_eq!(scrape.named(prefixes).len(), 8, "4 sets, 2 families");
+
+    // The reload drops the `unused` set and adds a prefix to `lan`.
+    let edited = CONFIG
+        .replace(
+            "[sets.unused]\ninternal = true\nnetworks = [\"192.0.2.0/24\"]\n",
+            "",
+        )
+        .replace("[\"10.0.0.0/8\"]", "[\"10.0.0.0/8\", \"172.16.0.0/12\"]");
+    assert_ne!(edited, CONFIG);
+    dir.write("ipclass.toml", &edited);
+    server.wait_for_log(|line| line["message"] == "table reloaded" && line["generation"] == 2);
+
+    for url in [server.url("/metrics"), metrics_url] {
+        let scrape = Scrape::parse(&scrape_text(&url));
+        assert_eq!(scrape.named(prefixes).len(), 6, "3 sets, 2 families: {url}");
+        let unused = scrape
+            .named(prefixes)
+            .into_iter()
+            .filter(|sample| sample.labels["set"] == "unused")
+            .count();
+        assert_eq!(unused, 0, "{url}");
+        assert_eq!(
+            scrape.value(prefixes, &[("set", "lan"), ("family", "ipv4")]),
+            2.0
+        );
+        assert_eq!(scrape.types[prefixes], "gauge");
+    }
+}
