@@ -54,6 +54,8 @@ pub enum AddressError {
     Shorthand(String),
     #[error("invalid address {0:?}: not an IPv4 or IPv6 address; send dotted-quad IPv4 such as 192.0.2.1, or IPv6 such as 2001:db8::1")]
     Malformed(String),
+    #[error("invalid address {0:?}: the text has bytes that are not UTF-8, shown as U+FFFD; send the address as ASCII text")]
+    NotUtf8(String),
 }
 
 /// Parses address text: trims ASCII whitespace, drops an IPv6 zone, unwraps
@@ -166,7 +168,11 @@ pub fn is_sentinel(address: IpAddr) -> bool {
 /// Chooses the most helpful explanation for text that std's parser rejected.
 fn diagnose(text: &str) -> AddressError {
     let value = echo(text);
-    if text.contains('/') {
+    // Requests decode text that is not UTF-8 to U+FFFD, which no address
+    // contains.
+    if text.contains(char::REPLACEMENT_CHARACTER) {
+        AddressError::NotUtf8(value)
+    } else if text.contains('/') {
         AddressError::Cidr(value)
     } else if text.starts_with('[') {
         AddressError::Brackets(value)

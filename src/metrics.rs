@@ -246,7 +246,8 @@ fn write_table_prefixes(text: &mut String, table: &Table) {
 /// for every HTTP request, including rejected ones and 404 fallbacks, and
 /// for every failed call of the classifier's gRPC methods.
 pub async fn count_http(request: Request, next: Next) -> Response {
-    if is_grpc(request.headers()) {
+    let grpc = is_grpc(request.headers());
+    if grpc && request.version() == axum::http::Version::HTTP_2 {
         return match grpc_api(request.uri().path()) {
             Some(api) => count_grpc_failure(api, request, next).await,
             None => next.run(request).await,
@@ -254,7 +255,11 @@ pub async fn count_http(request: Request, next: Next) -> Response {
     }
     let api = http_api(&request);
     let started = Instant::now();
-    let response = next.run(request).await;
+    // gRPC over HTTP/1.1 has no trailers, so its status could not arrive.
+    let response = match grpc {
+        true => crate::http::grpc_needs_http2(&request),
+        false => next.run(request).await,
+    };
     record_http_status(api, response.status(), started.elapsed());
     response
 }
@@ -273,7 +278,20 @@ async fn count_grpc_failure(api: Api, request: Request, next: Next) -> Response 
             ended: ended.clone(),
         })
     });
-    let mut response = next.run(request).await;
+    let deadline = request
+        .headers()
+        .get("grpc-timeout")
+        .and_then(|value| grpc_timeout(value.as_bytes()));
+    let mut response = match deadline {
+        Some(timeout) => match tokio::time::timeout(timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => tonic::Status::deadline_exceeded(format!(
+                "the call did not finish within its grpc-timeout of {timeout:?}"
+            ))
+            .into_http(),
+        },
+        None => next.run(request).await,
+    };
     std::mem::forget(unfinished);
     let code = response
         .headers()
@@ -290,6 +308,13 @@ async fn count_grpc_failure(api: Api, request: Request, next: Next) -> Response 
         false => code,
     };
     record_grpc_code(api, code, started.elapsed());
+    let status = tonic::Status::from_header_map(response.headers());
+    tracing::debug!(
+        api = api.as_str(),
+        code = grpc_code_name(code),
+        error = status.as_ref().map_or("", |status| status.message()),
+        "gRPC call failed"
+    );
     if matches!(
         code,
         tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
@@ -297,6 +322,27 @@ async fn count_grpc_failure(api: Api, request: Request, next: Next) -> Response 
         advise_smaller_batches(response.headers_mut());
     }
     response
+}
+
+/// Parses a `grpc-timeout` header value: up to 8 digits and a unit (`H`,
+/// `M`, `S`, `m`, `u` or `n`), as the gRPC over HTTP/2 specification
+/// defines it. Returns `None` for any other value, which leaves the call
+/// without a deadline.
+fn grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let amount: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(amount * 3600),
+        b'M' => Duration::from_secs(amount * 60),
+        b'S' => Duration::from_secs(amount),
+        b'm' => Duration::from_millis(amount),
+        b'u' => Duration::from_micros(amount),
+        b'n' => Duration::from_nanos(amount),
+        _ => return None,
+    })
 }
 
 /// A gRPC call in progress. Hyper may drop a call whose client reset the
@@ -406,9 +452,9 @@ fn http_api(request: &Request) -> Api {
         .get::<MatchedPath>()
         .map(MatchedPath::as_str);
     match (request.method(), route) {
-        (&Method::GET, Some("/v1/is-internal")) => Api::HttpGet,
+        (&Method::GET | &Method::HEAD, Some("/v1/is-internal")) => Api::HttpGet,
         (&Method::POST, Some("/v1/is-internal")) => Api::HttpPost,
-        (&Method::GET, Some("/v1/table")) => Api::HttpTable,
+        (&Method::GET | &Method::HEAD, Some("/v1/table")) => Api::HttpTable,
         _ => Api::HttpOther,
     }
 }
@@ -626,6 +672,36 @@ fn verdict_index(verdict: Verdict) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(grpc_timeout(b"2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(grpc_timeout(b"3M"), Some(Duration::from_secs(180)));
+        assert_eq!(grpc_timeout(b"1S"), Some(Duration::from_secs(1)));
+        assert_eq!(grpc_timeout(b"500m"), Some(Duration::from_millis(500)));
+        assert_eq!(
+            grpc_timeout(b"99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
+        assert_eq!(grpc_timeout(b"0n"), Some(Duration::ZERO));
+        for invalid in [
+            &b""[..],
+            b"S",
+            b"100",
+            b"123456789S",
+            b"1.5S",
+            b"-1S",
+            b"10s",
+            b" 1S",
+        ] {
+            assert_eq!(
+                grpc_timeout(invalid),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(invalid)
+            );
+        }
+    }
 
     #[test]
     fn grpc_code_names_follow_code_numbers() {

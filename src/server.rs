@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use bytes::Bytes;
+use bytes::BytesMut;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -295,23 +296,31 @@ async fn connection(
             Outcome::Handoff { io, served } => (io, served),
         },
         None => {
-            // Hyper's header read timeout left a connection that sent nothing
-            // open (hyper 1.x here), so such a client is timed out here. A
-            // shutdown closes it at once.
-            let mut first = [0u8; 1];
-            tokio::select! {
-                peeked = tokio::time::timeout(limits.header_read, stream.peek(&mut first)) => {
-                    if peeked.is_err() {
-                        tracing::debug!(
-                            timeout_seconds = limits.header_read.as_secs_f64(),
-                            "no request within the header read timeout; closing the connection"
-                        );
-                        return;
-                    }
+            // Hyper's header read timeout does not cover a connection that
+            // sent nothing or part of an HTTP/2 preface (hyper 1.x here), so
+            // those bytes are read here under that timeout. A shutdown closes
+            // such a connection at once.
+            let mut stream = stream;
+            let mut head = BytesMut::with_capacity(32);
+            let deadline = tokio::time::Instant::now() + limits.header_read;
+            while fast::preface_pending(&head) {
+                tokio::select! {
+                    read = tokio::time::timeout_at(deadline, stream.read_buf(&mut head)) => match read {
+                        Ok(Ok(0) | Err(_)) => return,
+                        Ok(Ok(_)) => {}
+                        Err(_) => {
+                            tracing::debug!(
+                                timeout_seconds = limits.header_read.as_secs_f64(),
+                                buffered = head.len(),
+                                "no request within the header read timeout; closing the connection"
+                            );
+                            return;
+                        }
+                    },
+                    () = drained(&mut drain) => return,
                 }
-                () = drained(&mut drain) => return,
             }
-            (Rewind::new(Bytes::new(), stream), false)
+            (Rewind::new(head.freeze(), stream), false)
         }
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -378,6 +378,52 @@ async fn invalid_forms_are_invalid_and_never_internal() {
     }
 }
 
+/// `IsInternalRequest` with its addresses as bytes, to send text that
+/// `String` cannot hold.
+#[derive(Clone, PartialEq, prost::Message)]
+struct BytesRequest {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    ips: Vec<Vec<u8>>,
+}
+
+#[tokio::test]
+async fn address_not_utf8_fails_alone() {
+    let fixture = start(DEFAULT_ROUTE, &[]);
+    let mut grpc = tonic::client::Grpc::new(channel(&fixture.server).await);
+    grpc.ready().await.expect("the channel is ready");
+    let request = BytesRequest {
+        ips: vec![
+            b"10.1.2.3".to_vec(),
+            b"10.0.0.1\xff".to_vec(),
+            b"::1".to_vec(),
+        ],
+    };
+    let path = axum::http::uri::PathAndQuery::from_static("/ipclass.v1.IpClassifier/IsInternal");
+    let codec = tonic_prost::ProstCodec::<BytesRequest, IsInternalResponse>::default();
+    let response = grpc
+        .unary(tonic::Request::new(request), path, codec)
+        .await
+        .expect("the batch succeeds")
+        .into_inner();
+
+    let verdicts: Vec<Verdict> = response
+        .results
+        .iter()
+        .map(|result| result.verdict())
+        .collect();
+    assert_eq!(verdicts[1], Verdict::Invalid);
+    assert_ne!(verdicts[0], Verdict::Invalid);
+    assert_ne!(verdicts[2], Verdict::Invalid);
+    let bad = &response.results[1];
+    assert_eq!(bad.ip, "10.0.0.1\u{fffd}");
+    assert!(!bad.internal);
+    assert!(
+        bad.error.contains("bytes that are not UTF-8"),
+        "{}",
+        bad.error
+    );
+}
+
 #[tokio::test]
 async fn empty_and_overlong_text_are_invalid() {
     let fixture = start(DEFAULT_ROUTE, &[]);

@@ -235,6 +235,26 @@ fn post_returns_results_in_request_order() {
 }
 
 #[test]
+fn post_lone_surrogate_fails_alone() {
+    let fixture = start(&[]);
+    // What Python's json.dumps writes for a byte that is not UTF-8.
+    let body = r#"{"ips": ["10.1.2.3", "10.0.0.1\udcff", "\ud83d\ude00", "::1"]}"#;
+    let (status, json) = post(&fixture.server, "/v1/is-internal", body);
+    assert_eq!(status, 200, "{json}");
+    let results = json["results"].as_array().expect("results");
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[1]["ip"], "10.0.0.1\u{fffd}");
+    assert_eq!(results[1]["verdict"], "invalid");
+    let error = results[1]["error"].as_str().expect("an error");
+    assert!(error.contains("bytes that are not UTF-8"), "{error}");
+    // A surrogate pair is a real character.
+    assert_eq!(results[2]["ip"], "\u{1f600}");
+    for index in [0, 3] {
+        assert_ne!(results[index]["verdict"], "invalid", "{}", results[index]);
+    }
+}
+
+#[test]
 fn post_empty_batch_returns_empty_results() {
     let fixture = start(&[]);
     let (status, response) = post(&fixture.server, "/v1/is-internal", r#"{"ips": []}"#);
@@ -344,6 +364,38 @@ fn unknown_path_is_json_404() {
         let error = body["error"].as_str().expect("error is a string");
         assert!(error.contains(path), "{path}: {error}");
     }
+}
+
+#[test]
+fn long_path_is_cut_in_404() {
+    let fixture = start(&[]);
+    let path = format!("/{}", "a".repeat(5000));
+    let (status, body) = curl(&[&fixture.server.url(&path)]);
+    assert_eq!(status, 404);
+    let error = body["error"].as_str().expect("error is a string");
+    assert!(error.contains(&path[..64]), "{error}");
+    assert!(error.contains("... (4937 more bytes)"), "{error}");
+    assert!(error.len() < 300, "{} bytes", error.len());
+}
+
+#[test]
+fn grpc_over_http1_is_505() {
+    let fixture = start(&[]);
+    let url = fixture.server.url("/ipclass.v1.IpClassifier/IsInternal");
+    let (status, body) = curl(&[
+        "--http1.1",
+        "--header",
+        "content-type: application/grpc",
+        "--header",
+        "te: trailers",
+        "--data-binary",
+        "not a message",
+        &url,
+    ]);
+    assert_eq!(status, 505);
+    let error = body["error"].as_str().expect("error is a string");
+    assert!(error.contains("gRPC needs HTTP/2"), "{error}");
+    assert!(error.contains("--http2-prior-knowledge"), "{error}");
 }
 
 #[test]

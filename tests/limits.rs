@@ -250,6 +250,49 @@ fn silent_metrics_client_is_closed() {
 }
 
 #[test]
+fn partial_http2_preface_is_closed() {
+    let extra = [
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--header-read-timeout",
+        "1s",
+    ];
+    let (_dir, mut server) = start("limits-preface", &extra);
+    let serving = server.wait_for_log(|line| line["message"] == "serving metrics");
+    let metrics: std::net::SocketAddr = serving["address"].as_str().unwrap().parse().unwrap();
+
+    // Hyper alone waits for the rest of a preface until the idle timeout.
+    for address in [server.address, metrics] {
+        for part in ["P", "PRI * HTTP/2.0\r\n"] {
+            let mut stream = TcpStream::connect(address).unwrap();
+            stream.write_all(part.as_bytes()).unwrap();
+            let started = Instant::now();
+            let received = read_to_close(&mut stream);
+            let waited = started.elapsed();
+            assert!(received.is_empty(), "{address} {part:?}: {received:?}");
+            assert!(
+                waited < Duration::from_secs(10),
+                "{address} {part:?}: {waited:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn grpc_timeout_ends_stalled_call() {
+    let (_dir, server) = start("limits-grpc-timeout", &[]);
+    let partial = b"\0\0\0\0\x64\x0a\x04\x0a\x01".to_vec();
+    let path = "/ipclass.v1.IpClassifier/IsInternalPacked";
+    let headers = [("grpc-timeout", "300m")];
+    let started = Instant::now();
+    let (code, message) = common::grpc_raw_request(&server, path, &headers, partial, false).await;
+    assert_eq!(code, "4", "DEADLINE_EXCEEDED");
+    assert!(message.contains("grpc-timeout%20of%20300ms"), "{message}");
+    // The body read timeout is 30 s here.
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
 fn low_open_file_limit_serves_half() {
     let dir = TempDir::new("limits-nofile");
     let config = dir.write("c.toml", CONFIG);

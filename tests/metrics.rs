@@ -835,3 +835,32 @@ fn removed_set_loses_prefix_series() {
         assert_eq!(scrape.types[prefixes], "gauge");
     }
 }
+
+#[test]
+fn head_counts_as_its_route() {
+    let dir = TempDir::new("metrics-head");
+    let config = dir.write("ipclass.toml", CONFIG);
+    let server = Server::start(&config, &[]);
+    let status = Command::new("curl")
+        .args([
+            "--silent",
+            "--head",
+            "--max-time",
+            "10",
+            "--output",
+            "/dev/null",
+        ])
+        .arg(server.url("/v1/is-internal?ip=10.0.0.1"))
+        .status()
+        .expect("run curl");
+    assert!(status.success());
+
+    let scrape = Scrape::parse(&scrape_text(&server.url("/metrics")));
+    let requests = "ipclass_requests_total";
+    assert_eq!(
+        scrape.value(requests, &[("api", "http_get"), ("code", "200")]),
+        1.0
+    );
+    let lookups = [("api", "http_get"), ("verdict", "internal")];
+    assert_eq!(scrape.value("ipclass_lookups_total", &lookups), 1.0);
+}

@@ -584,7 +584,7 @@ networks = ["1.2.3.4/32", "12.34.56.0/22", "123.45.0.0/16", "200.0.0.0/5", "99.1
     }
 
     #[test]
-    fn text_response_classifies_invalid_utf8_as_malformed() {
+    fn text_response_classifies_invalid_utf8() {
         let table = table();
         let mut out = Vec::new();
         let mut tally = BatchTally::new(&table);
@@ -594,7 +594,7 @@ networks = ["1.2.3.4/32", "12.34.56.0/22", "123.45.0.0/16", "200.0.0.0/5", "99.1
         assert_eq!(response.results[0].verdict, proto_verdict_invalid());
         assert!(response.results[0]
             .error
-            .contains("not an IPv4 or IPv6 address"));
+            .contains("bytes that are not UTF-8"));
     }
 
     fn proto_verdict_invalid() -> i32 {

@@ -23,7 +23,6 @@ use tonic::{Code, Status};
 use crate::grpc::batch::{text_response_capacity, write_text_response};
 use crate::grpc::{log_rejected, request_span};
 use crate::metrics::{record_grpc_code, Api, BatchTally};
-use crate::proto::IsInternalRequest;
 use crate::state::{AppState, Snapshot};
 use crate::table::Table;
 
@@ -31,7 +30,8 @@ use crate::table::Table;
 pub const PATH: &str = "/ipclass.v1.IpClassifier/IsInternal";
 
 /// A decoded `IsInternalRequest`: the message bytes, in which every
-/// address is a field 1 string of valid UTF-8, and nothing else.
+/// address is a field 1 string, and nothing else. A string that is not
+/// UTF-8 stays in the batch, where it classifies as invalid.
 #[derive(Debug)]
 pub struct TextBatch {
     message: Bytes,
@@ -46,9 +46,9 @@ impl TextBatch {
         if let Some(len) = count_ips(&message) {
             return Ok(TextBatch { message, len });
         }
-        let request = IsInternalRequest::decode(message)?;
+        let request = raw::IsInternalRequest::decode(message)?;
         let message = Bytes::from(request.encode_to_vec());
-        let len = count_ips(&message).expect("prost writes only field 1 with valid UTF-8");
+        let len = count_ips(&message).expect("prost writes only field 1");
         Ok(TextBatch { message, len })
     }
 
@@ -60,8 +60,8 @@ impl TextBatch {
         self.len == 0
     }
 
-    /// Returns the addresses in request order, as UTF-8 bytes that
-    /// [`TextBatch::decode`] checked.
+    /// Returns the addresses in request order, as bytes that may not be
+    /// UTF-8.
     pub fn addresses(&self) -> Addresses<'_> {
         Addresses {
             rest: &self.message,
@@ -90,16 +90,25 @@ impl<'a> Iterator for Addresses<'a> {
     }
 }
 
+mod raw {
+    /// `IsInternalRequest` with its addresses as bytes. prost rejects a
+    /// whole message for one string that is not UTF-8, and this reads the
+    /// same wire format without that check. Its name is the message's, so
+    /// decode errors read the same.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct IsInternalRequest {
+        #[prost(bytes = "vec", repeated, tag = "1")]
+        pub ips: Vec<Vec<u8>>,
+    }
+}
+
 /// Counts the `ips` strings in `message`, or returns `None` if the message
-/// contains anything else or a string that is not UTF-8.
+/// contains anything else.
 fn count_ips(message: &[u8]) -> Option<usize> {
     let mut count = 0;
     let mut rest = message;
     while !rest.is_empty() {
-        let ip = read_ip(&mut rest)?;
-        if !ip.is_ascii() {
-            std::str::from_utf8(ip).ok()?;
-        }
+        read_ip(&mut rest)?;
         count += 1;
     }
     Some(count)
@@ -264,6 +273,7 @@ impl tower::Service<axum::extract::Request> for TextService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::IsInternalRequest;
 
     #[test]
     fn decode_reads_addresses_in_place() {
@@ -305,11 +315,18 @@ mod tests {
     }
 
     #[test]
-    fn decode_rejects_invalid_utf8_like_prost() {
-        let message: &[u8] = &[0x0a, 0x02, 0xff, 0xfe];
-        let ours = TextBatch::decode(Bytes::from_static(message)).unwrap_err();
-        let reference = IsInternalRequest::decode(message).unwrap_err();
-        assert_eq!(ours.to_string(), reference.to_string());
+    fn decode_keeps_address_not_utf8() {
+        let message: &[u8] = &[0x0a, 0x01, b'x', 0x0a, 0x02, 0xff, 0xfe];
+        let batch = TextBatch::decode(Bytes::from_static(message)).unwrap();
+        let ips: Vec<&[u8]> = batch.addresses().collect();
+        assert_eq!(ips, [&b"x"[..], &[0xff, 0xfe]]);
+
+        // The same through the fallback reader, after an unknown field.
+        let mut message = message.to_vec();
+        message.extend_from_slice(&[0x48, 0x05]);
+        let batch = TextBatch::decode(message.into()).unwrap();
+        let ips: Vec<&[u8]> = batch.addresses().collect();
+        assert_eq!(ips, [&b"x"[..], &[0xff, 0xfe]]);
     }
 
     #[test]

@@ -165,7 +165,9 @@ enum Parsed {
 fn parse(input: &[u8]) -> Parsed {
     const GET: &[u8] = b"GET ";
     if !input.starts_with(GET) {
-        return if GET.starts_with(input) {
+        // Hyper waits for the rest of an HTTP/2 preface with no timeout, so
+        // a part of one waits here, under the header read timeout.
+        return if GET.starts_with(input) || preface_pending(input) {
             Parsed::Partial
         } else {
             Parsed::Other
@@ -237,6 +239,14 @@ fn parse(input: &[u8]) -> Parsed {
         len,
         close,
     }
+}
+
+/// Returns true when `input` is a proper prefix of the HTTP/2 connection
+/// preface, the empty one included, so whether the connection is HTTP/2 is
+/// not known yet.
+pub fn preface_pending(input: &[u8]) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    input.len() < PREFACE.len() && PREFACE.starts_with(input)
 }
 
 /// Returns true when `target` contains only ASCII letters, digits and
@@ -443,6 +453,17 @@ mod tests {
         ] {
             assert_eq!(parse(input.as_bytes()), Parsed::Other, "{input:?}");
         }
+    }
+
+    #[test]
+    fn parse_waits_for_whole_preface() {
+        let preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        for end in 0..preface.len() {
+            let part = &preface.as_bytes()[..end];
+            assert_eq!(parse(part), Parsed::Partial, "{:?}", &preface[..end]);
+        }
+        assert_eq!(parse(preface.as_bytes()), Parsed::Other);
+        assert_eq!(parse(b"PRX"), Parsed::Other);
     }
 
     #[test]

@@ -30,6 +30,9 @@ use crate::state::AppState;
 /// Characters of a `Content-Encoding` value that an error repeats.
 const MAX_ENCODING_ECHO: usize = 32;
 
+/// Characters of a method or path that an error quotes.
+const MAX_ECHO: usize = 64;
+
 /// Routes of the HTTP API. The caller adds the fallbacks.
 pub fn routes(state: Arc<AppState>) -> Router {
     Router::new()
@@ -167,6 +170,7 @@ async fn is_internal_batch(
         ));
     }
     let request: BatchRequest = serde_json::from_slice(json)
+        .or_else(|error| with_lone_surrogates_replaced(json).ok_or(error))
         .map_err(|error| RequestError::InvalidJson(error.to_string()))?;
     let snapshot = state.snapshot();
     let table = &snapshot.table;
@@ -193,6 +197,72 @@ async fn is_internal_batch(
     body.push(b'}');
     tally.record(Api::HttpPost, &snapshot.set_counters);
     Ok(json_response(StatusCode::OK, body))
+}
+
+/// Reads the batch of `json` when its only fault is escaped surrogates that
+/// do not form a pair, as Python's `json.dumps` writes for bytes that are not
+/// UTF-8. Such an address gets U+FFFD in their place and classifies as
+/// invalid on its own, as in the other forms.
+fn with_lone_surrogates_replaced(json: &[u8]) -> Option<BatchRequest> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawBatch<'a> {
+        #[serde(borrow)]
+        ips: Vec<&'a serde_json::value::RawValue>,
+    }
+
+    let raw: RawBatch = serde_json::from_slice(json).ok()?;
+    let ips = raw
+        .ips
+        .iter()
+        .map(|ip| {
+            let text = ip.get();
+            serde_json::from_str(text)
+                .or_else(|_| serde_json::from_str(&replace_lone_surrogates(text)))
+        })
+        .collect::<Result<_, serde_json::Error>>()
+        .ok()?;
+    Some(BatchRequest { ips })
+}
+
+/// Returns the JSON text `text` with each `\u` escape of a surrogate that is
+/// not part of a high-low pair replaced by `\ufffd`. `text` must be valid
+/// JSON syntax, so every escape is whole and ASCII.
+fn replace_lone_surrogates(text: &str) -> String {
+    /// Returns the UTF-16 unit of a `\u` escape of a surrogate at the start
+    /// of `text`.
+    fn surrogate_at(text: &str) -> Option<u16> {
+        let digits = text.strip_prefix("\\u")?.get(..4)?;
+        let unit = u16::from_str_radix(digits, 16).ok()?;
+        (0xd800..=0xdfff).contains(&unit).then_some(unit)
+    }
+
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let low_follows = || {
+            rest.get(6..)
+                .and_then(surrogate_at)
+                .is_some_and(|low| low >= 0xdc00)
+        };
+        let len = match surrogate_at(rest) {
+            Some(high) if high < 0xdc00 && low_follows() => 12,
+            Some(_) => {
+                out.push_str("\\ufffd");
+                rest = &rest[6..];
+                continue;
+            }
+            None if rest[1..].starts_with('u') => 6,
+            None => 2,
+        };
+        let len = len.min(rest.len());
+        out.push_str(&rest[..len]);
+        rest = &rest[len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Rejects a compressed body, which would otherwise fail as invalid JSON at
@@ -276,20 +346,45 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// Handles paths that no route serves: gRPC callers get UNIMPLEMENTED, others
 /// a JSON 404.
 pub async fn not_found(method: Method, uri: Uri, headers: axum::http::HeaderMap) -> Response {
+    let path = shortened(uri.path());
     if crate::metrics::is_grpc(&headers) {
-        let status = tonic::Status::unimplemented(format!("no gRPC method at {}", uri.path()));
+        let status = tonic::Status::unimplemented(format!("no gRPC method at {path}"));
         return status.into_http();
     }
+    let method = shortened(method.as_str());
     let message = format!(
-        "no route for {method} {}; the API serves /v1/is-internal, /v1/table, /healthz, /readyz and /metrics",
-        uri.path()
+        "no route for {method} {path}; the API serves /v1/is-internal, /v1/table, /healthz, /readyz and /metrics"
     );
     error_response(StatusCode::NOT_FOUND, message)
 }
 
 pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    let message = format!("method {method} is not allowed on {}", uri.path());
+    let message = format!(
+        "method {} is not allowed on {}",
+        shortened(method.as_str()),
+        shortened(uri.path())
+    );
     error_response(StatusCode::METHOD_NOT_ALLOWED, message)
+}
+
+/// Rejects a gRPC request that came over HTTP/1.1, which cannot carry the
+/// gRPC status in trailers.
+pub fn grpc_needs_http2<B>(request: &axum::http::Request<B>) -> Response {
+    let message = format!(
+        "gRPC needs HTTP/2, and {} came over {:?}; send it over HTTP/2 (with curl, --http2-prior-knowledge), or use the HTTP/JSON API",
+        shortened(request.uri().path()),
+        request.version()
+    );
+    error_response(StatusCode::HTTP_VERSION_NOT_SUPPORTED, message)
+}
+
+/// Returns `text` cut to its first [`MAX_ECHO`] characters, with the length
+/// of the rest, for quoting request text in an error.
+fn shortened(text: &str) -> String {
+    match text.char_indices().nth(MAX_ECHO) {
+        Some((end, _)) => format!("{}... ({} more bytes)", &text[..end], text.len() - end),
+        None => text.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -307,6 +402,35 @@ mod tests {
             [] => Err(RequestError::MissingIp.to_string()),
             many => Err(RequestError::RepeatedIp(many.len()).to_string()),
         }
+    }
+
+    #[test]
+    fn lone_surrogates_replaced() {
+        for (text, expected) in [
+            (r#""\udcff""#, r#""\ufffd""#),
+            (r#""\ud800x""#, r#""\ufffdx""#),
+            (r#""\ud83d\ude00""#, r#""\ud83d\ude00""#),
+            (r#""\udc00\ud800""#, r#""\ufffd\ufffd""#),
+            (r#""\\udcff""#, r#""\\udcff""#),
+            (r#""a\"\u0041\n""#, r#""a\"\u0041\n""#),
+        ] {
+            assert_eq!(replace_lone_surrogates(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn shortened_cuts_long_text() {
+        assert_eq!(shortened("/v1/x"), "/v1/x");
+        let long = "/".repeat(MAX_ECHO + 10);
+        assert_eq!(
+            shortened(&long),
+            format!("{}... (10 more bytes)", &long[..MAX_ECHO])
+        );
+        let wide = "é".repeat(MAX_ECHO + 1);
+        assert_eq!(
+            shortened(&wide),
+            format!("{}... (2 more bytes)", "é".repeat(MAX_ECHO))
+        );
     }
 
     #[test]

@@ -236,17 +236,31 @@ pub async fn grpc_raw_body(
     body: Vec<u8>,
     end: bool,
 ) -> (String, String) {
+    grpc_raw_request(server, path, &[], body, end).await
+}
+
+/// Like [`grpc_raw_body`], with `headers` added to the request.
+pub async fn grpc_raw_request(
+    server: &Server,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    end: bool,
+) -> (String, String) {
     let address = server.address;
     let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
     let (client, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(connection);
     let mut client = client.ready().await.unwrap();
-    let request = axum::http::Request::post(format!("http://{address}{path}"))
+    let mut request = axum::http::Request::post(format!("http://{address}{path}"))
         .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, mut stream) = client
+        .send_request(request.body(()).unwrap(), false)
         .unwrap();
-    let (response, mut stream) = client.send_request(request, false).unwrap();
     stream.send_data(body.into(), end).unwrap();
     let response = tokio::time::timeout(LOG_TIMEOUT, response)
         .await
