@@ -549,28 +549,13 @@ fn invalid_flag_values_are_usage_errors() {
 #[test]
 fn invalid_variable_is_named() {
     let (_dir, config) = config_dir();
-    for (variable, value, args) in [
-        (
-            "IPCLASS_MAX_CONNECTIONS",
-            "abc",
-            vec!["serve", "--config", &config],
-        ),
-        (
-            "IPCLASS_IDLE_TIMEOUT",
-            "5",
-            vec!["serve", "--config", &config],
-        ),
-        (
-            "IPCLASS_LOG_FORMAT",
-            "xml",
-            vec!["check", "--config", &config],
-        ),
-        (
-            "IPCLASS_STRICT",
-            "maybe",
-            vec!["check", "--config", &config],
-        ),
+    for (variable, value, command) in [
+        ("IPCLASS_MAX_CONNECTIONS", "abc", "serve"),
+        ("IPCLASS_IDLE_TIMEOUT", "5", "serve"),
+        ("IPCLASS_LOG_FORMAT", "xml", "check"),
+        ("IPCLASS_STRICT", "maybe", "check"),
     ] {
+        let args = [command, "--config", &config];
         let output = run_with_env(&args, &[(variable, value)]);
         assert_eq!(output.status.code(), Some(2), "{variable}={value}");
         let stderr = text(&output.stderr);
