@@ -171,8 +171,8 @@ pub struct ServeArgs {
 
     /// Quiet period after a config file event before the reload starts, and
     /// between the reads that must agree before a file counts as complete,
-    /// such as 250ms or 1s.
-    #[arg(long, env = "IPCLASS_RELOAD_DEBOUNCE", default_value = "250ms", value_parser = humantime::parse_duration)]
+    /// such as 250ms or 1s; 10ms to 10m.
+    #[arg(long, env = "IPCLASS_RELOAD_DEBOUNCE", default_value = "250ms", value_parser = parse_debounce)]
     pub reload_debounce: Duration,
 
     /// Interval of the content-hash check that catches config changes no
@@ -226,6 +226,18 @@ fn parse_batch_size(text: &str) -> Result<usize, String> {
             "{text:?} is not a whole number from 1 to {}",
             u32::MAX
         )),
+    }
+}
+
+fn parse_debounce(text: &str) -> Result<Duration, String> {
+    let debounce = humantime::parse_duration(text)
+        .map_err(|error| format!("{error}; give a duration such as 250ms"))?;
+    if (Duration::from_millis(10)..=Duration::from_secs(600)).contains(&debounce) {
+        Ok(debounce)
+    } else {
+        Err(format!(
+            "{text:?} is outside 10ms to 10m; a shorter quiet period can reload an update that is half applied, such as a config saved before its new list file"
+        ))
     }
 }
 
@@ -486,9 +498,17 @@ pub async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let open_file_room = default_max_connections();
     let max_connections = args
         .max_connections
-        .map_or_else(default_max_connections, |max| max as usize);
+        .map_or(open_file_room, |max| max as usize);
+    if max_connections > open_file_room {
+        tracing::warn!(
+            max_connections,
+            open_file_room,
+            "--max-connections is above what the open-file limit leaves after list files and the watcher; clients at the limit can make reloads fail with \"Too many open files\", so lower it or raise the limit (ulimit -n, LimitNOFILE=)"
+        );
+    }
     tracing::info!(%address, max_connections, version = env!("CARGO_PKG_VERSION"), "listening");
     if args.idle_timeout < args.header_read_timeout {
         tracing::warn!(

@@ -245,6 +245,62 @@ async fn run(mut reloader: Reloader, settings: ReloadSettings, watching: Watchin
     }
 }
 
+/// Returns true when a process has `path` open for writing, as far as
+/// /proc shows: the descriptors of another user's processes are hidden
+/// without privileges, so such a writer counts as closed.
+#[cfg(target_os = "linux")]
+fn open_for_writing(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+
+    let Ok(file) = std::fs::metadata(path) else {
+        return false;
+    };
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    for process in processes.flatten() {
+        if !process
+            .file_name()
+            .as_bytes()
+            .iter()
+            .all(u8::is_ascii_digit)
+        {
+            continue;
+        }
+        let Ok(descriptors) = std::fs::read_dir(process.path().join("fd")) else {
+            continue;
+        };
+        for descriptor in descriptors.flatten() {
+            // Sockets, pipes and the like link to no path.
+            let is_path = std::fs::read_link(descriptor.path())
+                .is_ok_and(|target| target.as_os_str().as_bytes().starts_with(b"/"));
+            let same_file = is_path
+                && std::fs::metadata(descriptor.path())
+                    .is_ok_and(|open| open.dev() == file.dev() && open.ino() == file.ino());
+            if !same_file {
+                continue;
+            }
+            let info = process.path().join("fdinfo").join(descriptor.file_name());
+            let flags = std::fs::read_to_string(info).ok().and_then(|info| {
+                let flags = info.lines().find_map(|line| line.strip_prefix("flags:"))?;
+                u32::from_str_radix(flags.trim(), 8).ok()
+            });
+            // O_WRONLY is 1 and O_RDWR is 2, in the two access mode bits.
+            if flags.is_some_and(|flags| flags & 0o3 != 0) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Other systems show no open descriptors, so a close ends the entry.
+#[cfg(not(target_os = "linux"))]
+fn open_for_writing(_path: &Path) -> bool {
+    false
+}
+
 async fn next_hangup(hangup: &mut Option<Signal>) {
     match hangup {
         Some(hangup) => {
@@ -324,13 +380,28 @@ struct Writes {
 
 impl OpenWrites {
     fn note(&self, event: &Event) {
+        // A close by another process, such as a `touch` during a slow write,
+        // leaves the writer's descriptor open, so a close ends the entry only
+        // when /proc shows no other. The scan runs outside the lock.
+        let closed = matches!(
+            event.kind,
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+        );
+        let still_written: Vec<bool> = event
+            .paths
+            .iter()
+            .map(|path| closed && open_for_writing(path))
+            .collect();
         let mut writes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         writes.last_event = Some(Instant::now());
         let files = &mut writes.files;
-        for path in &event.paths {
+        for (path, still_written) in event.paths.iter().zip(still_written) {
             match event.kind {
                 EventKind::Modify(ModifyKind::Data(_)) => {
                     files.insert(path.clone(), Instant::now());
+                }
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) if still_written => {
+                    tracing::info!(file = %path.display(), "file closed after writing, but another process still has it open for writing; waiting for that writer");
                 }
                 EventKind::Access(AccessKind::Close(AccessMode::Write))
                 | EventKind::Remove(_)

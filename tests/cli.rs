@@ -537,6 +537,9 @@ fn invalid_flag_values_are_usage_errors() {
         ("--sched-slice", "50us"),
         ("--sched-slice", "1s"),
         ("--sched-slice", "none"),
+        ("--reload-debounce", "0ms"),
+        ("--reload-debounce", "1ns"),
+        ("--reload-debounce", "100y"),
     ] {
         let output = run(&["serve", "--config", &config, flag, value]);
         assert_eq!(output.status.code(), Some(2), "{flag} {value}");

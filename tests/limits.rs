@@ -309,6 +309,33 @@ fn low_open_file_limit_serves_half() {
 }
 
 #[test]
+fn max_connections_over_open_files_warns() {
+    let dir = TempDir::new("limits-nofile-warning");
+    let config = dir.write("c.toml", CONFIG);
+    let server = Server::start_wrapped(
+        &["prlimit", "--nofile=100", "--"],
+        &config,
+        &["--max-connections", "500"],
+    );
+    // The warning comes before the `listening` line that start waits for.
+    let warning: serde_json::Value = server
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .find(|line: &serde_json::Value| {
+            line["message"].as_str().is_some_and(|m| {
+                m.starts_with("--max-connections is above what the open-file limit")
+            })
+        })
+        .expect("a warning about the open-file limit");
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["max_connections"], 500);
+    assert_eq!(warning["open_file_room"], 50);
+}
+
+#[test]
 fn accepted_connection_has_tcp_keepalive() {
     let (_dir, server) = start("limits-keepalive", &[]);
     let address = server.address;

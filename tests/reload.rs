@@ -622,6 +622,36 @@ fn truncated_list_waits_for_its_writer() {
     }
 }
 
+/// A `touch` while `sort > marker.txt` still writes closes one write
+/// descriptor of the file. The writer still has it open, so the empty list
+/// must not be served.
+#[test]
+fn second_writer_close_keeps_wait() {
+    let dir = TempDir::new("reload-second-writer");
+    let list = dir.write("marker.txt", "192.0.2.1/32\n");
+    let config = dir.write("c.toml", &config_with_list());
+    let mut server = Server::start(&config, FAST_RELOAD);
+    assert_eq!(query_version(&server), (1, 1));
+
+    let mut file = fs::File::create(&list).unwrap();
+    await_writer_wait(&mut server, "marker.txt");
+    drop(fs::OpenOptions::new().append(true).open(&list).unwrap());
+    server.wait_for_log(|line| {
+        line["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("file closed after writing, but another process"))
+    });
+    assert_eq!(query_version(&server), (1, 1));
+
+    file.write_all(b"192.0.2.9/32\n").unwrap();
+    drop(file);
+    await_version(&server, 1, 9);
+    assert!(
+        !logged(&server, "marker: 0 IPv4"),
+        "the empty list was served"
+    );
+}
+
 /// Breaks the config with `broken`, checks the failure names `parts`, then
 /// fixes it with the next version.
 fn check_failure_then_fix(name: &str, broken: &str, parts: &[&str]) {
