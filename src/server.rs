@@ -73,10 +73,14 @@ pub async fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> (Router,
         // wildcard route, so the leaner codec serves IsInternal.
         .route_service(text::PATH, TextService::new(state.clone(), max_message))
         .merge(metrics::routes(metrics, state.clone()))
-        .merge(http::routes(state))
+        .merge(http::routes(state.clone()))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
-        .layer(axum::middleware::from_fn(metrics::count_http));
+        .layer(axum::middleware::from_fn(metrics::count_http))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            http::close_when_shutting_down,
+        ));
     (router, reporter)
 }
 
@@ -149,7 +153,11 @@ pub async fn serve(
     ));
     if let Some(metrics_listener) = metrics_listener {
         let app = metrics::routes(metrics, state.clone())
-            .layer(axum::middleware::from_fn(metrics::count_http));
+            .layer(axum::middleware::from_fn(metrics::count_http))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                http::close_when_shutting_down,
+            ));
         let limits = Limits {
             // A quarter of the main limit at most, so that with a low
             // open-file limit both listeners together stay within it.

@@ -233,6 +233,70 @@ fn delay_serves_while_not_ready() {
     );
 }
 
+/// Sends a GET of `path` on `stream`, reads the whole response and returns
+/// its head in lower case.
+fn get_head(stream: &mut TcpStream, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: ipclass\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut head = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.to_ascii_lowercase();
+        if let Some(value) = line.strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap();
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    head
+}
+
+#[test]
+fn delay_closes_http1_connections() {
+    let dir = TempDir::new("shutdown-delay-close");
+    let config = dir.write("ipclass.toml", CONFIG);
+    let extra = ["--shutdown-delay", "5s", "--metrics-listen", "127.0.0.1:0"];
+    let mut server = Server::start(&config, &extra);
+    let serving = server.wait_for_log(|line| line["message"] == "serving metrics");
+    let metrics = serving["address"].as_str().unwrap().to_owned();
+    // Keep-alive connections from before the signal: the GET fast path, a
+    // route that hyper serves, and the metrics listener.
+    let mut connections = [
+        (
+            TcpStream::connect(server.address).unwrap(),
+            "/v1/is-internal?ip=10.0.0.1",
+        ),
+        (TcpStream::connect(server.address).unwrap(), "/v1/table"),
+        (TcpStream::connect(&metrics).unwrap(), "/metrics"),
+    ];
+    for (stream, path) in &mut connections {
+        let head = get_head(stream, path);
+        assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
+        assert!(!head.contains("connection: close"), "{path}: {head}");
+    }
+
+    server.signal("TERM");
+    server.wait_for_log(|line| line["message"] == "shutting down");
+    for (stream, path) in &mut connections {
+        let head = get_head(stream, path);
+        assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
+        assert!(head.contains("connection: close"), "{path}: {head}");
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest);
+        assert!(read.is_ok() && rest.is_empty(), "{path}: {read:?} {rest:?}");
+    }
+}
+
 #[test]
 fn second_signal_exits_at_once() {
     let dir = TempDir::new("shutdown-second");

@@ -92,7 +92,9 @@ pub async fn serve(
                         std::str::from_utf8(&input[query]).expect("httparse checks the target");
                     body.clear();
                     let status = answer_one(state, query, &mut body);
-                    close = requested || *drain.borrow();
+                    // During the shutdown delay each response closes its
+                    // connection, so no request races the final close.
+                    close = requested || *drain.borrow() || state.is_shutting_down();
                     let finished = Instant::now();
                     write_response(&mut output, status, &body, close, finished);
                     metrics::record_http_status(Api::HttpGet, status, finished - started);

@@ -367,6 +367,26 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     error_response(StatusCode::METHOD_NOT_ALLOWED, message)
 }
 
+/// Adds `Connection: close` to HTTP/1 responses once shutdown has begun, so
+/// that during the shutdown delay clients stop reusing their connections
+/// and no request races the final close. HTTP/2 clients learn of the close
+/// from the GOAWAY that ends the delay.
+pub async fn close_when_shutting_down(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let http1 = request.version() < axum::http::Version::HTTP_2;
+    let mut response = next.run(request).await;
+    if http1 && state.is_shutting_down() {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// Rejects a gRPC request that came over HTTP/1.1, which cannot carry the
 /// gRPC status in trailers.
 pub fn grpc_needs_http2<B>(request: &axum::http::Request<B>) -> Response {
