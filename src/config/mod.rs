@@ -501,11 +501,15 @@ impl<'a> Reader<'a> {
                 self.wrong_type(what, "a string", item).unwrap_or(());
                 continue;
             };
-            let list_path = self
+            // Without `.` parts, `office.txt` and `./office.txt` are one file.
+            let list_path: PathBuf = self
                 .path
                 .parent()
                 .unwrap_or(Path::new(""))
-                .join(name.as_ref());
+                .join(name.as_ref())
+                .components()
+                .filter(|part| part != &std::path::Component::CurDir)
+                .collect();
             if let Some((first_set, first_span)) = self.named_files.get(&list_path).cloned() {
                 self.report_named_again(list_path, set, item.span(), first_set, first_span);
                 continue;

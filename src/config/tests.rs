@@ -288,6 +288,20 @@ fn list_file_in_two_sets_is_one_error() {
 }
 
 #[test]
+fn list_file_with_dot_is_same_file() {
+    let text = "[sets.lan]\ninternal = true\nfiles = [\"office.txt\"]\n\n[sets.guest]\ninternal = false\nfiles = [\"./office.txt\"]\n";
+    let lists = [("office.txt", "")];
+    let errors = rejected(text, &lists);
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert!(
+        messages[0].contains("list file /etc/ipclass/office.txt is named in set \"guest\""),
+        "{}",
+        messages[0]
+    );
+}
+
+#[test]
 fn list_file_named_twice_is_read_once() {
     let text = "[sets.lan]\ninternal = true\nfiles = [\"office.txt\", \"office.txt\"]\n";
     let lists = [("office.txt", "10.0.0.0/8\n")];
