@@ -357,7 +357,9 @@ impl<'a> Reader<'a> {
         for name in names {
             let name_text: &str = name.get_ref().as_ref();
             let location = self.location(name.span());
-            match first_by_folded.entry(name_text.to_lowercase()) {
+            // Valid names are ASCII, and ASCII folding keeps an invalid one,
+            // such as the Kelvin sign, from clashing with a valid one.
+            match first_by_folded.entry(name_text.to_ascii_lowercase()) {
                 Entry::Occupied(first) => {
                     let (other_name, other) = first.get().clone();
                     let problem = Problem::SetNameCaseClash {

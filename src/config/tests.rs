@@ -178,6 +178,13 @@ fn set_names_differing_in_case_are_error() {
 }
 
 #[test]
+fn kelvin_sign_set_name_is_only_invalid() {
+    // U+212A KELVIN SIGN lowercases to an ASCII k.
+    let text = "[sets.k]\ninternal = true\nnetworks = [\"10.0.0.0/8\"]\n\n[sets.\"\u{212a}\"]\ninternal = false\nnetworks = [\"192.0.2.0/24\"]\n";
+    assert_one_error(text, 5, &["invalid set name \"\u{212a}\""]);
+}
+
+#[test]
 fn wrong_types_are_errors() {
     let cases = [
         ("sets = 1\n", 1, "`sets` must be a table, found integer"),
