@@ -462,6 +462,10 @@ pub async fn serve(
         Ok(loaded) => loaded,
         Err(errors) => {
             tracing::error!(config = %args.config.display(), "{errors}");
+            // A RUST_LOG that turns errors off would hide why serve exits.
+            if !tracing::enabled!(tracing::Level::ERROR) {
+                eprintln!("{errors}");
+            }
             return ExitCode::from(EXIT_CONFIG_INVALID);
         }
     };

@@ -64,6 +64,25 @@ fn config_error_is_one_json_line() {
 }
 
 #[test]
+fn config_error_shows_with_logging_off() {
+    let dir = TempDir::new("logging-off");
+    let config = dir.write("bad.toml", "[sets.a]\ninternal = maybe\n");
+    for directives in ["off", "ipclass=off"] {
+        let output = serve_once(&config, directives);
+        assert_eq!(output.status.code(), Some(1), "{directives}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with("invalid config"),
+            "{directives}: {stderr}"
+        );
+        assert!(
+            stderr.contains("bad.toml:2: invalid TOML"),
+            "{directives}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn log_filter_typo_keeps_errors() {
     let dir = TempDir::new("logging-filter");
     let config = dir.write("bad.toml", "[sets.a]\ninternal = true\n");
