@@ -181,13 +181,15 @@ pub async fn serve(
         () = shutdown => {}
     }
 
+    // Marked before the log line, so a client that sees the line also sees
+    // the shutdown in /readyz and in gRPC health.
+    state.begin_shutdown();
+    report_not_serving(&mut reporter).await;
     tracing::info!(
         grace_seconds = limits.grace.as_secs_f64(),
         delay_seconds = limits.shutdown_delay.as_secs_f64(),
         "shutting down"
     );
-    state.begin_shutdown();
-    report_not_serving(&mut reporter).await;
     // Load balancers see the instance as not ready during the delay, and
     // take it out before it stops accepting.
     tokio::select! {
