@@ -326,11 +326,24 @@ async fn debounce(
     // SIGHUP arrived after the warning about them.
     let mut stale = BTreeSet::new();
     let mut hangup_after_warning = false;
+    let started = tokio::time::Instant::now();
+    let mut bounded = false;
     loop {
         loop {
             tokio::select! {
                 message = tokio::time::timeout(quiet, receiver.recv()) => {
                     if !matches!(message, Ok(Some(_))) {
+                        break;
+                    }
+                    // Files that change again and again, such as a list that
+                    // a program opens for writing every 100 ms, would
+                    // otherwise hold off the reload for as long as they go on.
+                    if !bounded && started.elapsed() >= MAX_QUIET_WAIT {
+                        bounded = true;
+                        tracing::warn!(
+                            limit_s = MAX_QUIET_WAIT.as_secs(),
+                            "config files kept changing with no quiet period; reloading without one"
+                        );
                         break;
                     }
                 }
@@ -1174,6 +1187,31 @@ mod tests {
         let current = std::env::current_dir().unwrap();
         assert!(watch.folders.contains(&current), "{:?}", watch.folders);
         assert!(watch.files.contains(&current.join("ipclass.toml")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endless_changes_end_the_wait() {
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        let feeder = tokio::spawn(async move {
+            while sender.send(WatchMessage::Changed).is_ok() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let quiet = Duration::from_millis(250);
+        let (mut hangup, writes) = (None, OpenWrites::default());
+        let wait = debounce(&mut receiver, &mut hangup, quiet, &writes);
+        let hangup_seen = tokio::time::timeout(4 * MAX_QUIET_WAIT, wait)
+            .await
+            .expect("the wait ends while changes go on");
+        let waited = started.elapsed();
+        feeder.abort();
+        assert!(!hangup_seen);
+        assert!(waited >= MAX_QUIET_WAIT, "{waited:?}");
+        assert!(
+            waited < MAX_QUIET_WAIT + Duration::from_secs(1),
+            "{waited:?}"
+        );
     }
 
     #[test]
