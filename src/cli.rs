@@ -236,7 +236,7 @@ fn parse_debounce(text: &str) -> Result<Duration, String> {
         Ok(debounce)
     } else {
         Err(format!(
-            "{text:?} is outside 10ms to 10m; a shorter quiet period can reload an update that is half applied, such as a config saved before its new list file"
+            "{text:?} is outside 10ms to 10m; a shorter quiet period can reload an update that is half applied, such as a config saved before its new list file, and a longer one holds back every reload"
         ))
     }
 }

@@ -440,10 +440,16 @@ fn grpc_api(path: &str) -> Option<Api> {
 
 /// Tells whether a request with `headers` is a gRPC call.
 pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/grpc"))
+    // `application/grpc`, alone or with `+proto` or parameters, in any case
+    // as media types are.
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let value = value.as_bytes();
+    let prefix = b"application/grpc";
+    value.len() >= prefix.len()
+        && value[..prefix.len()].eq_ignore_ascii_case(prefix)
+        && matches!(value.get(prefix.len()), None | Some(b'+' | b';' | b' '))
 }
 
 fn http_api(request: &Request) -> Api {
@@ -672,6 +678,27 @@ fn verdict_index(verdict: Verdict) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_content_types() {
+        let headers = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            headers
+        };
+        for value in [
+            "application/grpc",
+            "APPLICATION/GRPC",
+            "application/grpc+proto",
+            "Application/gRPC; charset=utf-8",
+        ] {
+            assert!(is_grpc(&headers(value)), "{value}");
+        }
+        for value in ["application/grpcx", "application/json", "application/grp"] {
+            assert!(!is_grpc(&headers(value)), "{value}");
+        }
+        assert!(!is_grpc(&HeaderMap::new()));
+    }
 
     #[test]
     fn grpc_timeout_units() {

@@ -338,12 +338,16 @@ async fn debounce(
                     // Files that change again and again, such as a list that
                     // a program opens for writing every 100 ms, would
                     // otherwise hold off the reload for as long as they go on.
+                    // Past the bound, the reload starts at the first event
+                    // after which no writer has a file open.
                     if !bounded && started.elapsed() >= MAX_QUIET_WAIT {
                         bounded = true;
                         tracing::warn!(
                             limit_s = MAX_QUIET_WAIT.as_secs(),
                             "config files kept changing with no quiet period; reloading without one"
                         );
+                    }
+                    if bounded && writes.pending().is_none() {
                         break;
                     }
                 }
@@ -1192,14 +1196,25 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn endless_changes_end_the_wait() {
         let (sender, mut receiver) = mpsc::unbounded_channel();
+        let writes = OpenWrites::default();
+        // A writer that writes and closes the file every 100 ms, so the
+        // file is open for writing at every other event.
+        let feeder_writes = writes.clone();
         let feeder = tokio::spawn(async move {
-            while sender.send(WatchMessage::Changed).is_ok() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            let path = "/nonexistent/ipclass/list.txt";
+            let written = EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any));
+            let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+            for kind in [written, closed].into_iter().cycle() {
+                feeder_writes.note(&event(kind, path));
+                if sender.send(WatchMessage::Changed).is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         });
         let started = tokio::time::Instant::now();
         let quiet = Duration::from_millis(250);
-        let (mut hangup, writes) = (None, OpenWrites::default());
+        let mut hangup = None;
         let wait = debounce(&mut receiver, &mut hangup, quiet, &writes);
         let hangup_seen = tokio::time::timeout(4 * MAX_QUIET_WAIT, wait)
             .await
@@ -1207,6 +1222,7 @@ mod tests {
         let waited = started.elapsed();
         feeder.abort();
         assert!(!hangup_seen);
+        assert!(writes.pending().is_none(), "a writer had the file open");
         assert!(waited >= MAX_QUIET_WAIT, "{waited:?}");
         assert!(
             waited < MAX_QUIET_WAIT + Duration::from_secs(1),

@@ -307,8 +307,8 @@ async fn connection(
         },
         None => {
             // Hyper's header read timeout does not cover a connection that
-            // sent nothing or part of an HTTP/2 preface (hyper 1.x here), so
-            // those bytes are read here under that timeout. A shutdown closes
+            // sent nothing or part of an HTTP/2 client preface (hyper 1.x
+            // here), so those bytes are read here under that timeout. A shutdown closes
             // such a connection at once.
             let mut stream = stream;
             let mut head = BytesMut::with_capacity(32);

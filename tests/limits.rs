@@ -263,7 +263,14 @@ fn partial_http2_preface_is_closed() {
 
     // Hyper alone waits for the rest of a preface until the idle timeout.
     for address in [server.address, metrics] {
-        for part in ["P", "PRI * HTTP/2.0\r\n"] {
+        let whole_magic = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let half_settings = format!("{whole_magic}\0\0\x06\x04\0\0");
+        for part in [
+            "P",
+            "PRI * HTTP/2.0\r\n",
+            whole_magic,
+            half_settings.as_str(),
+        ] {
             let mut stream = TcpStream::connect(address).unwrap();
             stream.write_all(part.as_bytes()).unwrap();
             let started = Instant::now();

@@ -243,12 +243,24 @@ fn parse(input: &[u8]) -> Parsed {
     }
 }
 
-/// Returns true when `input` is a proper prefix of the HTTP/2 connection
-/// preface, the empty one included, so whether the connection is HTTP/2 is
-/// not known yet.
+/// Returns true while `input` is an unfinished HTTP/2 client preface. That
+/// is a proper prefix of the connection preface (the empty one included),
+/// or the preface with only part of the SETTINGS frame that must follow it.
+/// A frame longer than 16 KiB, the default maximum, is awaited up to that.
 pub fn preface_pending(input: &[u8]) -> bool {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    input.len() < PREFACE.len() && PREFACE.starts_with(input)
+    const FRAME_HEADER: usize = 9;
+    if input.len() < PREFACE.len() {
+        return PREFACE.starts_with(input);
+    }
+    let Some(frame) = input.strip_prefix(PREFACE) else {
+        return false;
+    };
+    if frame.len() < FRAME_HEADER {
+        return true;
+    }
+    let length = u32::from_be_bytes([0, frame[0], frame[1], frame[2]]) as usize;
+    frame.len() < FRAME_HEADER + length.min(16 * 1024)
 }
 
 /// Returns true when `target` contains only ASCII letters, digits and
@@ -433,7 +445,7 @@ mod tests {
     #[test]
     fn parse_other_requests() {
         for input in [
-            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0",
             "POST /v1/is-internal HTTP/1.1\r\n\r\n",
             "GEX /v1/is-internal HTTP/1.1\r\n\r\n",
             "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.0\r\n\r\n",
@@ -464,7 +476,14 @@ mod tests {
             let part = &preface.as_bytes()[..end];
             assert_eq!(parse(part), Parsed::Partial, "{:?}", &preface[..end]);
         }
-        assert_eq!(parse(preface.as_bytes()), Parsed::Other);
+        // The preface, then its SETTINGS frame: a 9-byte header and 6 bytes.
+        let settings = [0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100];
+        let mut whole = preface.as_bytes().to_vec();
+        for byte in settings {
+            assert_eq!(parse(&whole), Parsed::Partial, "{} bytes", whole.len());
+            whole.push(byte);
+        }
+        assert_eq!(parse(&whole), Parsed::Other);
         assert_eq!(parse(b"PRX"), Parsed::Other);
     }
 
