@@ -335,11 +335,9 @@ async fn debounce(
                     if !matches!(message, Ok(Some(_))) {
                         break;
                     }
-                    // Files that change again and again, such as a list that
-                    // a program opens for writing every 100 ms, would
-                    // otherwise hold off the reload for as long as they go on.
-                    // Past the bound, the reload starts at the first event
-                    // after which no writer has a file open.
+                    // Files that never go quiet would hold off the reload for
+                    // good. Past the bound, the first event after which no
+                    // writer has a file open starts it.
                     if !bounded && started.elapsed() >= MAX_QUIET_WAIT {
                         bounded = true;
                         tracing::warn!(
@@ -1197,6 +1195,7 @@ mod tests {
     async fn endless_changes_end_the_wait() {
         let (sender, mut receiver) = mpsc::unbounded_channel();
         let writes = OpenWrites::default();
+
         // A writer that writes and closes the file every 100 ms, so the
         // file is open for writing at every other event.
         let feeder_writes = writes.clone();
@@ -1212,6 +1211,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         });
+
         let started = tokio::time::Instant::now();
         let quiet = Duration::from_millis(250);
         let mut hangup = None;
@@ -1221,6 +1221,7 @@ mod tests {
             .expect("the wait ends while changes go on");
         let waited = started.elapsed();
         feeder.abort();
+
         assert!(!hangup_seen);
         assert!(writes.pending().is_none(), "a writer had the file open");
         assert!(waited >= MAX_QUIET_WAIT, "{waited:?}");

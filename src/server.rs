@@ -181,8 +181,8 @@ pub async fn serve(
         () = shutdown => {}
     }
 
-    // Marked before the log line, so a client that sees the line also sees
-    // the shutdown in /readyz and in gRPC health.
+    // Marked before the log line, so that once the line is written, /readyz
+    // and gRPC health already report the shutdown.
     state.begin_shutdown();
     report_not_serving(&mut reporter).await;
     tracing::info!(

@@ -167,8 +167,8 @@ enum Parsed {
 fn parse(input: &[u8]) -> Parsed {
     const GET: &[u8] = b"GET ";
     if !input.starts_with(GET) {
-        // Hyper waits for the rest of an HTTP/2 preface with no timeout, so
-        // a part of one waits here, under the header read timeout.
+        // Hyper waits for the rest of an HTTP/2 client preface with no
+        // timeout, so a part of one waits here, under the header timeout.
         return if GET.starts_with(input) || preface_pending(input) {
             Parsed::Partial
         } else {
@@ -243,10 +243,9 @@ fn parse(input: &[u8]) -> Parsed {
     }
 }
 
-/// Returns true while `input` is an unfinished HTTP/2 client preface. That
-/// is a proper prefix of the connection preface (the empty one included),
-/// or the preface with only part of the SETTINGS frame that must follow it.
-/// A frame longer than 16 KiB, the default maximum, is awaited up to that.
+/// Returns true while `input` is an unfinished HTTP/2 client preface: part
+/// of the connection preface, or the preface and part of the SETTINGS frame
+/// after it. Of a frame over 16 KiB, the default maximum, 16 KiB is awaited.
 pub fn preface_pending(input: &[u8]) -> bool {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     const FRAME_HEADER: usize = 9;

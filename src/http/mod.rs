@@ -201,7 +201,7 @@ async fn is_internal_batch(
 
 /// Reads the batch of `json` when its only fault is escaped surrogates that
 /// do not form a pair, as Python's `json.dumps` writes for bytes that are not
-/// UTF-8. Such an address gets U+FFFD in their place and classifies as
+/// UTF-8. Each such surrogate becomes U+FFFD, so its address classifies as
 /// invalid on its own, as in the other forms.
 fn with_lone_surrogates_replaced(json: &[u8]) -> Option<BatchRequest> {
     #[derive(Deserialize)]
