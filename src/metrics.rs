@@ -256,9 +256,12 @@ pub async fn count_http(request: Request, next: Next) -> Response {
     let api = http_api(&request);
     let started = Instant::now();
     // gRPC over HTTP/1.1 has no trailers, so its status could not arrive.
-    let response = match grpc {
-        true => crate::http::grpc_needs_http2(&request),
-        false => next.run(request).await,
+    let response = if grpc {
+        crate::http::grpc_needs_http2(&request)
+    } else if let Some(rejection) = crate::http::host_rejection(&request) {
+        rejection
+    } else {
+        next.run(request).await
     };
     record_http_status(api, response.status(), started.elapsed());
     response

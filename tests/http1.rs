@@ -169,7 +169,7 @@ fn errors_keep_the_connection_open() {
     let mut connection = connect(&fixture.server);
     let requests = [
         get("not-an-ip"),
-        "GET /v1/is-internal HTTP/1.1\r\n\r\n".to_owned(),
+        "GET /v1/is-internal HTTP/1.1\r\nHost: test\r\n\r\n".to_owned(),
         get("10.0.0.1&ip=10.0.0.2"),
         get("10.0.0.1"),
     ]
@@ -204,7 +204,8 @@ fn errors_keep_the_connection_open() {
 fn connection_close_is_honoured() {
     let fixture = start();
     let mut connection = connect(&fixture.server);
-    let request = "GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let request =
+        "GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
     send(&mut connection, request.as_bytes());
     let response = read_response(&mut connection);
     assert_eq!(response.header("connection"), Some("close"));
@@ -231,12 +232,12 @@ fn other_request_switches_to_router() {
     let requests = [
         get("10.0.0.1"),
         format!(
-            "POST /v1/is-internal HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /v1/is-internal HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ),
-        "GET /v1/table HTTP/1.1\r\n\r\n".to_owned(),
+        "GET /v1/table HTTP/1.1\r\nHost: test\r\n\r\n".to_owned(),
         get("10.0.0.2"),
-        "GET /nowhere HTTP/1.1\r\n\r\n".to_owned(),
+        "GET /nowhere HTTP/1.1\r\nHost: test\r\n\r\n".to_owned(),
     ]
     .concat();
     send(&mut connection, requests.as_bytes());
@@ -278,7 +279,7 @@ fn responses_match_router() {
         // After a request of another kind, hyper serves the connection and
         // the axum route handles the same GET.
         let mut full = connect(&fixture.server);
-        send(&mut full, b"GET /healthz HTTP/1.1\r\n\r\n");
+        send(&mut full, b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n");
         assert_eq!(read_response(&mut full).json(), json!({"status": "ok"}));
         send(&mut full, request.as_bytes());
         let full = read_response(&mut full);
@@ -313,11 +314,46 @@ fn http10_and_get_with_body() {
     let mut connection = connect(&fixture.server);
     send(
         &mut connection,
-        b"GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        b"GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\n\r\nabc",
     );
     let response = read_response(&mut connection);
     assert_eq!(response.status_line, "HTTP/1.1 200 OK");
     assert_eq!(response.json()["verdict"], "internal");
+}
+
+#[test]
+fn host_header_must_appear_once() {
+    let fixture = start();
+    let mut connection = connect(&fixture.server);
+    let requests = [
+        "GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\n\r\n".to_owned(),
+        "GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_owned(),
+        "GET /healthz HTTP/1.1\r\n\r\n".to_owned(),
+        get("10.0.0.1"),
+    ]
+    .concat();
+    send(&mut connection, requests.as_bytes());
+    for found in ["none", "2", "none"] {
+        let response = read_response(&mut connection);
+        assert_eq!(response.status_line, "HTTP/1.1 400 Bad Request");
+        let message = response.json()["error"].as_str().unwrap().to_owned();
+        assert!(
+            message.contains(&format!(
+                "exactly one Host header, and this one has {found};"
+            )),
+            "{message}"
+        );
+    }
+    // The connection stays open for the next request.
+    assert_eq!(read_response(&mut connection).json()["verdict"], "internal");
+
+    // HTTP/1.0 has no such rule.
+    let mut connection = connect(&fixture.server);
+    send(&mut connection, b"GET /healthz HTTP/1.0\r\n\r\n");
+    assert_eq!(
+        read_response(&mut connection).status_line,
+        "HTTP/1.0 200 OK"
+    );
 }
 
 #[test]
@@ -326,7 +362,7 @@ fn malformed_request_gets_400_from_hyper() {
     let mut connection = connect(&fixture.server);
     send(
         &mut connection,
-        b"GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: test\r\nno colon here\r\n\r\n",
     );
     let mut reply = String::new();
     connection.read_to_string(&mut reply).expect("read reply");

@@ -213,9 +213,12 @@ fn parse(input: &[u8]) -> Parsed {
     }
 
     let mut close = false;
+    let mut hosts = 0;
     for header in request.headers.iter() {
         let name = header.name;
-        if name.eq_ignore_ascii_case("connection") {
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case("connection") {
             match header.value.trim_ascii() {
                 value if value.eq_ignore_ascii_case(b"keep-alive") => {}
                 value if value.eq_ignore_ascii_case(b"close") => close = true,
@@ -233,6 +236,10 @@ fn parse(input: &[u8]) -> Parsed {
         {
             return Parsed::Other;
         }
+    }
+    // Hyper's path answers a request without exactly one Host with 400.
+    if hosts != 1 {
+        return Parsed::Other;
     }
     // The query is a suffix of the target, which is a slice of `input`.
     let end = target.as_ptr() as usize - input.as_ptr() as usize + target.len();
@@ -403,28 +410,30 @@ mod tests {
 
     #[test]
     fn parse_first_pipelined_request() {
-        let first = "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\n\r\n";
-        let both = format!("{first}GET /v1/is-internal?ip=5.6.7.8 HTTP/1.1\r\n\r\n");
+        let first = "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\n\r\n";
+        let both = format!("{first}GET /v1/is-internal?ip=5.6.7.8 HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!(query_of(&both), Some(("ip=1.2.3.4", first.len(), false)));
     }
 
     #[test]
     fn parse_route_without_query() {
         assert_eq!(
-            query_of("GET /v1/is-internal HTTP/1.1\r\n\r\n").map(|found| found.0),
+            query_of("GET /v1/is-internal HTTP/1.1\r\nHost: a\r\n\r\n").map(|found| found.0),
             Some("")
         );
         assert_eq!(
-            query_of("GET /v1/is-internal? HTTP/1.1\r\n\r\n").map(|found| found.0),
+            query_of("GET /v1/is-internal? HTTP/1.1\r\nHost: a\r\n\r\n").map(|found| found.0),
             Some("")
         );
     }
 
     #[test]
     fn parse_connection_close() {
-        let request = "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nConnection: Close\r\n\r\n";
+        let request =
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n";
         assert_eq!(query_of(request).map(|found| found.2), Some(true));
-        let request = "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nconnection: keep-alive\r\n\r\n";
+        let request =
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\nconnection: keep-alive\r\n\r\n";
         assert_eq!(query_of(request).map(|found| found.2), Some(false));
     }
 
@@ -445,24 +454,26 @@ mod tests {
     fn parse_other_requests() {
         for input in [
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0",
-            "POST /v1/is-internal HTTP/1.1\r\n\r\n",
-            "GEX /v1/is-internal HTTP/1.1\r\n\r\n",
+            "POST /v1/is-internal HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GEX /v1/is-internal HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.0\r\n\r\n",
-            "GET /v1/table HTTP/1.1\r\n\r\n",
+            "GET /v1/table HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET /v1/table HTTP/1.1\r\nHost",
             "GET /v1/x",
-            "GET /v1/is-internal/ HTTP/1.1\r\n\r\n",
-            "GET /v1/is-internals?ip=1.2.3.4 HTTP/1.1\r\n\r\n",
-            "GET http://a/v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\n\r\n",
-            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nContent-Length: 2\r\n\r\nab",
-            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
-            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\ncontent-type: application/grpc\r\n\r\n",
-            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nbad header\r\n\r\n",
-            "GET  /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\n\r\n",
-            "GET /v1/is-internal?ip=1.2.3.4#x HTTP/1.1\r\n\r\n",
-            "GET /v1/is-internal?x=#&ip=1.2.3.4 HTTP/1.1\r\n\r\n",
+            "GET /v1/is-internal/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /v1/is-internals?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://a/v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\ncontent-type: application/grpc\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\nbad header\r\n\r\n",
+            "GET  /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4#x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /v1/is-internal?x=#&ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
         ] {
             assert_eq!(parse(input.as_bytes()), Parsed::Other, "{input:?}");
         }
@@ -488,8 +499,8 @@ mod tests {
 
     #[test]
     fn parse_too_many_headers() {
-        let mut request = String::from("GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\n");
-        for n in 0..=MAX_HEADERS {
+        let mut request = String::from("GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\n");
+        for n in 0..MAX_HEADERS {
             request.push_str(&format!("x-{n}: y\r\n"));
         }
         request.push_str("\r\n");

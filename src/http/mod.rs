@@ -398,6 +398,23 @@ pub fn grpc_needs_http2<B>(request: &axum::http::Request<B>) -> Response {
     error_response(StatusCode::HTTP_VERSION_NOT_SUPPORTED, message)
 }
 
+/// Rejects an HTTP/1.1 request that does not carry exactly one `Host`
+/// header with 400, as RFC 9112 requires.
+pub fn host_rejection<B>(request: &axum::http::Request<B>) -> Option<Response> {
+    if request.version() != axum::http::Version::HTTP_11 {
+        return None;
+    }
+    let found = match request.headers().get_all(header::HOST).iter().count() {
+        1 => return None,
+        0 => "none".to_owned(),
+        count => count.to_string(),
+    };
+    let message = format!(
+        "an HTTP/1.1 request needs exactly one Host header, and this one has {found}; send one that names the server, as curl and HTTP libraries do"
+    );
+    Some(error_response(StatusCode::BAD_REQUEST, message))
+}
+
 /// Returns `text` cut to its first [`MAX_ECHO`] characters, with the length
 /// of the rest, for quoting request text in an error.
 fn shortened(text: &str) -> String {
