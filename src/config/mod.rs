@@ -9,6 +9,7 @@ mod diagnostic;
 mod lines;
 mod prefix;
 
+use std::borrow::Cow;
 use std::collections::hash_map::{Entry, HashMap};
 use std::fs;
 use std::io::{self, Read};
@@ -190,13 +191,30 @@ fn parse_with_limit(
         (_, syntax_errors) if !syntax_errors.is_empty() => {
             for error in syntax_errors {
                 let line = error.span().map(|span| reader.line_of(span));
-                let message = error.message().trim_end().to_owned();
+                let mut message = error.message().trim_end().to_owned();
+                // toml's message does not name the key, which its span covers.
+                if message == "duplicate key" {
+                    if let Some(key) = error.span().and_then(|span| text.get(span)) {
+                        message = format!(
+                            "duplicate key `{}`; each key may appear once in a table, so keep one of them",
+                            first_chars(key, 64)
+                        );
+                    }
+                }
                 reader.error_at_line(line, Problem::Syntax(message));
             }
         }
         (document, _) => reader.read_document(document.get_ref()),
     }
     reader.finish()
+}
+
+/// Returns the first `count` characters of `text`, marking a cut with "...".
+fn first_chars(text: &str, count: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(count) {
+        Some((end, _)) => Cow::Owned(format!("{}...", &text[..end])),
+        None => Cow::Borrowed(text),
+    }
 }
 
 /// State of one pass over a config and its list files.

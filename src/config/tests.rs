@@ -506,6 +506,26 @@ fn truncated_toml_is_syntax_error_with_line() {
     }
 }
 
+#[test]
+fn duplicate_key_is_named() {
+    assert_one_error(
+        "[sets.lan]\ninternal = true\nnetworks = [\"10.0.0.0/8\"]\nnetworks = [\"10.1.0.0/16\"]\n",
+        4,
+        &[
+            "invalid TOML: duplicate key `networks`;",
+            "keep one of them",
+        ],
+    );
+    // A repeated table header names the table, and its keys clash too.
+    let errors = rejected(
+        "[sets.lan]\ninternal = true\nnetworks = []\n\n[sets.lan]\ninternal = false\n",
+        &[],
+    );
+    assert_eq!(errors[0].location.line, Some(5), "{errors:?}");
+    let message = errors[0].to_string();
+    assert!(message.contains("duplicate key `lan`;"), "{message}");
+}
+
 /// Cutting the example config at every byte never yields a table without
 /// prefixes: each cut is rejected or keeps a prefix it had.
 #[test]
