@@ -60,6 +60,9 @@ impl Cli {
 fn name_variable(mut error: clap::Error, args: &[OsString]) -> clap::Error {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
 
+    if error.kind() == ErrorKind::InvalidUtf8 {
+        return name_non_utf8(error, args);
+    }
     if !matches!(
         error.kind(),
         ErrorKind::InvalidValue | ErrorKind::ValueValidation
@@ -97,6 +100,52 @@ fn name_variable(mut error: clap::Error, args: &[OsString]) -> clap::Error {
     }
     let tip =
         format!("the value comes from the environment variable {variable}; correct or unset it");
+    error.insert(
+        ContextKind::Suggested,
+        ContextValue::StyledStrs(vec![tip.into()]),
+    );
+    error
+}
+
+/// Adds a tip to clap's error for text that is not UTF-8, which names
+/// neither the flag nor where the text came from: the non-UTF-8 arguments,
+/// or else the `IPCLASS_*` variables whose values are not UTF-8.
+fn name_non_utf8(mut error: clap::Error, args: &[OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+
+    let arguments: Vec<String> = args
+        .iter()
+        .skip(1)
+        .filter(|arg| arg.to_str().is_none())
+        .map(|arg| format!("{:?}", arg.to_string_lossy()))
+        .collect();
+    let tip = if arguments.is_empty() {
+        let command = Cli::command();
+        let mut variables: Vec<String> = std::iter::once(&command)
+            .chain(command.get_subcommands())
+            .flat_map(clap::Command::get_arguments)
+            .filter_map(|arg| {
+                let name = arg.get_env()?;
+                std::env::var_os(name)?.to_str().is_none().then(|| {
+                    let flag = arg.get_long().unwrap_or_default();
+                    format!("{} (--{flag})", name.to_string_lossy())
+                })
+            })
+            .collect();
+        variables.dedup();
+        if variables.is_empty() {
+            return error;
+        }
+        format!(
+            "the environment variable {} is not UTF-8; correct or unset it",
+            variables.join(", ")
+        )
+    } else {
+        format!(
+            "the argument {} is not UTF-8 (shown with each invalid byte replaced); pass UTF-8 text",
+            arguments.join(", ")
+        )
+    };
     error.insert(
         ContextKind::Suggested,
         ContextValue::StyledStrs(vec![tip.into()]),

@@ -571,6 +571,40 @@ fn invalid_variable_is_named() {
 }
 
 #[test]
+fn non_utf8_text_is_named() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let (_dir, config) = config_dir();
+    let output = Command::new(binary())
+        .args(["serve", "--config", &config])
+        .env("IPCLASS_LISTEN", OsStr::from_bytes(b"127.0.0.1:\xff"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ipclass");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("environment variable IPCLASS_LISTEN (--listen) is not UTF-8"),
+        "{stderr}"
+    );
+
+    let output = Command::new(binary())
+        .args(["serve", "--config", &config, "--listen"])
+        .arg(OsStr::from_bytes(b"127.0.0.1:\xfe"))
+        .env_remove("IPCLASS_LISTEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ipclass");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("the argument \"127.0.0.1:\u{FFFD}\" is not UTF-8"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn invalid_flag_beside_variable_names_flag() {
     let (_dir, config) = config_dir();
     let output = run_with_env(
