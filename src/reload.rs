@@ -7,7 +7,7 @@
 //! it with one atomic store. A failed reload
 //! keeps the current table. The table module has no part in this.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -390,6 +390,9 @@ struct OpenWrites(Arc<Mutex<Writes>>);
 #[derive(Debug, Default)]
 struct Writes {
     files: HashMap<PathBuf, Instant>,
+    /// Files whose wait for another writer is logged, so that the close
+    /// events of one change, one for each watch, log it once.
+    waiting_logged: HashSet<PathBuf>,
     last_event: Option<Instant>,
 }
 
@@ -409,19 +412,22 @@ impl OpenWrites {
             .collect();
         let mut writes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         writes.last_event = Some(Instant::now());
-        let files = &mut writes.files;
         for (path, still_written) in event.paths.iter().zip(still_written) {
             match event.kind {
                 EventKind::Modify(ModifyKind::Data(_)) => {
-                    files.insert(path.clone(), Instant::now());
+                    writes.files.insert(path.clone(), Instant::now());
                 }
                 EventKind::Access(AccessKind::Close(AccessMode::Write)) if still_written => {
-                    tracing::info!(file = %path.display(), "file closed after writing, but another process still has it open for writing; waiting for that writer");
+                    let first = writes.waiting_logged.insert(path.clone());
+                    if first {
+                        tracing::info!(file = %path.display(), "file closed after writing, but another process still has it open for writing; waiting for that writer");
+                    }
                 }
                 EventKind::Access(AccessKind::Close(AccessMode::Write))
                 | EventKind::Remove(_)
                 | EventKind::Modify(ModifyKind::Name(_)) => {
-                    files.remove(path);
+                    writes.files.remove(path);
+                    writes.waiting_logged.remove(path);
                 }
                 _ => {}
             }
@@ -445,6 +451,7 @@ impl OpenWrites {
     fn forget(&self, file: &Path) {
         let mut writes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         writes.files.remove(file);
+        writes.waiting_logged.remove(file);
     }
 
     /// Blocks until no relevant event has arrived for `quiet`, or for at

@@ -642,6 +642,8 @@ fn second_writer_close_keeps_wait() {
             .is_some_and(|m| m.starts_with("file closed after writing, but another process"))
     });
     assert_eq!(query_version(&server), (1, 1));
+    // A second such close repeats no log line.
+    drop(fs::OpenOptions::new().append(true).open(&list).unwrap());
 
     file.write_all(b"192.0.2.9/32\n").unwrap();
     drop(file);
@@ -650,6 +652,14 @@ fn second_writer_close_keeps_wait() {
         !logged(&server, "marker: 0 IPv4"),
         "the empty list was served"
     );
+    let waits = server
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.contains("another process still has it open"))
+        .count();
+    assert_eq!(waits, 1, "one wait for another writer logs once");
 }
 
 /// Breaks the config with `broken`, checks the failure names `parts`, then
