@@ -279,6 +279,7 @@ async fn count_grpc_failure(api: Api, request: Request, next: Next) -> Response 
         Body::new(WatchedBody {
             body,
             ended: ended.clone(),
+            framing: Framing::default(),
         })
     });
     let deadline = request
@@ -362,11 +363,54 @@ impl Drop for Unfinished {
 }
 
 pin_project_lite::pin_project! {
-    /// A request body that notes in `ended` when the client cancels it.
+    /// The request body of a unary call: notes in `ended` when the client
+    /// cancels it, and fails when a second message starts, which tonic
+    /// would read and drop.
     struct WatchedBody {
         #[pin]
         body: Body,
         ended: Arc<AtomicBool>,
+        framing: Framing,
+    }
+}
+
+/// Where a request body stands in gRPC's framing, in which each message is
+/// a 5-byte prefix (a compression flag and a big-endian length) and then
+/// that many bytes.
+#[derive(Debug, Default)]
+struct Framing {
+    messages: u32,
+    /// Bytes of the current prefix seen so far, 0 between messages.
+    prefix_seen: u8,
+    length: u32,
+    payload_left: usize,
+}
+
+impl Framing {
+    /// Takes the next bytes of the body and returns the number of messages
+    /// begun so far.
+    fn feed(&mut self, mut bytes: &[u8]) -> u32 {
+        while let Some((&byte, rest)) = bytes.split_first() {
+            if self.payload_left > 0 {
+                let taken = self.payload_left.min(bytes.len());
+                self.payload_left -= taken;
+                bytes = &bytes[taken..];
+                continue;
+            }
+            if self.prefix_seen == 0 {
+                self.messages += 1;
+            } else {
+                self.length = self.length << 8 | u32::from(byte);
+            }
+            self.prefix_seen += 1;
+            if self.prefix_seen == 5 {
+                self.payload_left = self.length as usize;
+                self.prefix_seen = 0;
+                self.length = 0;
+            }
+            bytes = rest;
+        }
+        self.messages
     }
 }
 
@@ -380,10 +424,21 @@ impl hyper::body::Body for WatchedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = self.project();
         let frame = std::task::ready!(this.body.poll_frame(cx));
-        if let Some(Err(error)) = &frame {
-            if client_ended(error) {
+        match &frame {
+            Some(Err(error)) if client_ended(error) => {
                 this.ended.store(true, Ordering::Relaxed);
             }
+            Some(Ok(frame)) => {
+                let data = frame.data_ref().map_or(&[][..], |data| &data[..]);
+                if this.framing.feed(data) > 1 {
+                    // tonic takes a Status from the error's source chain.
+                    let status = tonic::Status::internal(
+                        "the call sent more than one request message, and its method takes one; send the whole batch in one message",
+                    );
+                    return Poll::Ready(Some(Err(axum::Error::new(status))));
+                }
+            }
+            _ => {}
         }
         Poll::Ready(frame)
     }
@@ -681,6 +736,54 @@ fn verdict_index(verdict: Verdict) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gRPC message: the 5-byte prefix and `payload`.
+    fn message(payload: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![0];
+        bytes.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    #[test]
+    fn framing_counts_messages_begun() {
+        let mut framing = Framing::default();
+        assert_eq!(framing.feed(&message(&[7; 300])), 1);
+        assert_eq!(framing.feed(&[]), 1);
+        assert_eq!(framing.feed(&[0]), 2);
+
+        // An empty message ends at its prefix.
+        let mut framing = Framing::default();
+        assert_eq!(framing.feed(&message(&[])), 1);
+        assert_eq!(framing.feed(&message(b"x")), 2);
+    }
+
+    proptest::proptest! {
+        /// However the body is cut into frames, the count turns 2 at the
+        /// first byte of the second message, and not before.
+        #[test]
+        fn framing_ignores_frame_boundaries(
+            first in proptest::collection::vec(0u8..=255, 0..600),
+            second in proptest::collection::vec(0u8..=255, 0..50),
+            cuts in proptest::collection::vec(1usize..200, 0..20),
+        ) {
+            let first = message(&first);
+            let mut body = first.clone();
+            body.extend_from_slice(&message(&second));
+            let mut framing = Framing::default();
+            let mut at = 0;
+            for size in cuts.into_iter().chain(std::iter::repeat(1)) {
+                if at == body.len() {
+                    break;
+                }
+                let end = (at + size).min(body.len());
+                let begun = framing.feed(&body[at..end]);
+                let expected = if end > first.len() { 2 } else { 1 };
+                proptest::prop_assert_eq!(begun, expected, "after {} bytes", end);
+                at = end;
+            }
+        }
+    }
 
     #[test]
     fn grpc_content_types() {

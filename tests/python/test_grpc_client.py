@@ -143,3 +143,30 @@ def test_packed_form(ipclass_stubs, stub_for, classifier):
         stub_for(classifier).IsInternalPacked(pb2.IsInternalPackedRequest(ipv4=b"\x0a\x00\x00"), timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a multiple of 4" in raised.value.details()
+
+
+@pytest.mark.parametrize(
+    "method, request_type, response_type, first, second",
+    [
+        ("IsInternal", "IsInternalRequest", "IsInternalResponse", {"ips": ["192.168.1.10"]}, {"ips": ["8.8.8.8"]}),
+        ("IsInternalPacked", "IsInternalPackedRequest", "IsInternalPackedResponse", {"ipv4": b"\xc0\xa8\x01\x0a"}, {}),
+    ],
+)
+def test_second_request_message_is_rejected(ipclass_stubs, classifier, method, request_type, response_type, first, second):
+    pb2, _ = ipclass_stubs
+    request, response = getattr(pb2, request_type), getattr(pb2, response_type)
+    with grpc.insecure_channel(classifier.address) as channel:
+        # The stubs call these methods as unary; a raw stream call can send more.
+        call = channel.stream_unary(
+            f"/ipclass.v1.IpClassifier/{method}",
+            request_serializer=request.SerializeToString,
+            response_deserializer=response.FromString,
+        )
+        answer = call(iter([request(**first)]), timeout=10)
+        assert answer.generation == 1
+        with pytest.raises(grpc.RpcError) as raised:
+            call(iter([request(**first), request(**second)]), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    assert raised.value.details() == (
+        "the call sent more than one request message, and its method takes one; send the whole batch in one message"
+    )
