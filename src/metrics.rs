@@ -737,7 +737,7 @@ fn verdict_index(verdict: Verdict) -> usize {
 mod tests {
     use super::*;
 
-    /// A gRPC message: the 5-byte prefix and `payload`.
+    /// Frames `payload` as one gRPC message: the 5-byte prefix, then it.
     fn message(payload: &[u8]) -> Vec<u8> {
         let mut bytes = vec![0];
         bytes.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
