@@ -76,6 +76,7 @@ pub async fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> (Router,
         .merge(http::routes(state.clone()))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(axum::middleware::from_fn(http::drop_unused_body))
         .layer(axum::middleware::from_fn(metrics::count_http))
         .layer(axum::middleware::from_fn_with_state(
             state,

@@ -319,6 +319,28 @@ fn http10_and_get_with_body() {
     let response = read_response(&mut connection);
     assert_eq!(response.status_line, "HTTP/1.1 200 OK");
     assert_eq!(response.json()["verdict"], "internal");
+
+    // A body of 64 KiB is dropped and the connection stays open; a longer
+    // one closes it, and the response says so.
+    for (size, kept) in [(64 * 1024, true), (64 * 1024 + 1, false)] {
+        let mut connection = connect(&fixture.server);
+        let mut bytes = format!(
+            "GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: test\r\nContent-Length: {size}\r\n\r\n"
+        )
+        .into_bytes();
+        bytes.resize(bytes.len() + size, b'x');
+        bytes.extend_from_slice(get("10.0.0.2").as_bytes());
+        send(&mut connection, &bytes);
+        let response = read_response(&mut connection);
+        assert_eq!(response.json()["ip"], "10.0.0.1", "{size}");
+        if kept {
+            assert_eq!(response.header("connection"), None, "{size}");
+            assert_eq!(read_response(&mut connection).json()["ip"], "10.0.0.2");
+        } else {
+            assert_eq!(response.header("connection"), Some("close"), "{size}");
+            assert_closed(&mut connection);
+        }
+    }
 }
 
 #[test]

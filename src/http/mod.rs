@@ -387,6 +387,38 @@ pub async fn close_when_shutting_down(
     response
 }
 
+/// Bytes of a `GET` or `HEAD` body that the server reads and drops, so that
+/// an HTTP/1.1 connection stays open for the next request.
+const MAX_DROPPED_BODY: usize = 64 * 1024;
+
+/// Reads and drops the body of a `GET` or `HEAD` request, which no route
+/// uses. Hyper would close the connection after the response when the body
+/// is left unread, without saying so; a body over [`MAX_DROPPED_BODY`], or
+/// one that fails, closes it with `Connection: close`.
+pub async fn drop_unused_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use hyper::body::Body as _;
+
+    let unused = matches!(*request.method(), Method::GET | Method::HEAD)
+        && request.body().size_hint().exact() != Some(0);
+    if !unused {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let dropped = axum::body::to_bytes(body, MAX_DROPPED_BODY).await;
+    let request = axum::extract::Request::from_parts(parts, Body::empty());
+    let mut response = next.run(request).await;
+    if dropped.is_err() {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// Rejects a gRPC request that came over HTTP/1.1, which cannot carry the
 /// gRPC status in trailers.
 pub fn grpc_needs_http2<B>(request: &axum::http::Request<B>) -> Response {
