@@ -248,9 +248,13 @@ fn write_table_prefixes(text: &mut String, table: &Table) {
 pub async fn count_http(request: Request, next: Next) -> Response {
     let grpc = is_grpc(request.headers());
     if grpc && request.version() == axum::http::Version::HTTP_2 {
-        return match grpc_api(request.uri().path()) {
+        let path = request.uri().path();
+        return match grpc_api(path) {
             Some(api) => count_grpc_failure(api, request, next).await,
-            None => next.run(request).await,
+            None => match unimplemented_method(path) {
+                Some(status) => status.into_http(),
+                None => next.run(request).await,
+            },
         };
     }
     let api = http_api(&request);
@@ -258,6 +262,8 @@ pub async fn count_http(request: Request, next: Next) -> Response {
     // gRPC over HTTP/1.1 has no trailers, so its status could not arrive.
     let response = if grpc {
         crate::http::grpc_needs_http2(&request)
+    } else if is_grpc_service_path(request.uri().path()) {
+        crate::http::grpc_needs_content_type(&request)
     } else if let Some(rejection) = crate::http::host_rejection(&request) {
         rejection
     } else {
@@ -285,9 +291,14 @@ async fn count_grpc_failure(api: Api, request: Request, next: Next) -> Response 
     let deadline = request
         .headers()
         .get("grpc-timeout")
-        .and_then(|value| grpc_timeout(value.as_bytes()));
+        .map(|value| grpc_timeout(value.as_bytes()).ok_or(value.clone()));
     let mut response = match deadline {
-        Some(timeout) => match tokio::time::timeout(timeout, next.run(request)).await {
+        Some(Err(value)) => tonic::Status::invalid_argument(format!(
+            "malformed grpc-timeout {:?}; it takes 1 to 8 digits and a unit: H, M, S, m, u or n",
+            String::from_utf8_lossy(value.as_bytes())
+        ))
+        .into_http(),
+        Some(Ok(timeout)) => match tokio::time::timeout(timeout, next.run(request)).await {
             Ok(response) => response,
             Err(_) => tonic::Status::deadline_exceeded(format!(
                 "the call did not finish within its grpc-timeout of {timeout:?}"
@@ -494,6 +505,37 @@ fn grpc_api(path: &str) -> Option<Api> {
         "GetTableInfo" => Some(Api::GrpcGetTableInfo),
         _ => None,
     }
+}
+
+/// Package and service prefixes of the paths of the gRPC methods served.
+const GRPC_SERVICES: [&str; 4] = [
+    "/ipclass.v1.IpClassifier/",
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// Tells whether `path` names a method of a gRPC service served here.
+fn is_grpc_service_path(path: &str) -> bool {
+    GRPC_SERVICES
+        .iter()
+        .any(|service| path.starts_with(service))
+}
+
+/// The status of a call to a method that a served service lacks, which
+/// tonic answers with an empty message.
+fn unimplemented_method(path: &str) -> Option<tonic::Status> {
+    let message = if let Some(method) = path.strip_prefix(GRPC_SERVICES[0]) {
+        format!(
+            "ipclass.v1.IpClassifier has no method {:?}; its methods are IsInternal, IsInternalPacked and GetTableInfo",
+            crate::http::shortened(method)
+        )
+    } else if path == "/grpc.health.v1.Health/List" {
+        "this server implements Check and Watch of grpc.health.v1.Health, not List; call Check with a service name, or an empty one for the server".to_owned()
+    } else {
+        return None;
+    };
+    Some(tonic::Status::unimplemented(message))
 }
 
 /// Tells whether a request with `headers` is a gRPC call.

@@ -299,6 +299,44 @@ async fn grpc_timeout_ends_stalled_call() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+#[tokio::test]
+async fn malformed_grpc_timeout_is_named() {
+    let (_dir, server) = start("limits-grpc-timeout-malformed", &[]);
+    let path = "/ipclass.v1.IpClassifier/GetTableInfo";
+    for value in ["abc", "1", "123456789S", "-1S", "5s"] {
+        let headers = [("grpc-timeout", value)];
+        let (code, message) =
+            common::grpc_raw_request(&server, path, &headers, vec![0, 0, 0, 0, 0], true).await;
+        assert_eq!(code, "3", "INVALID_ARGUMENT for {value}");
+        let expected = format!("malformed%20grpc-timeout%20%22{}%22", value);
+        assert!(message.starts_with(&expected), "{value}: {message}");
+    }
+    let headers = [("grpc-timeout", "5S")];
+    let (code, _) =
+        common::grpc_raw_request(&server, path, &headers, vec![0, 0, 0, 0, 0], true).await;
+    assert_eq!(code, "0");
+}
+
+#[tokio::test]
+async fn unknown_grpc_methods_are_named() {
+    let (_dir, server) = start("limits-grpc-unknown", &[]);
+    for (path, expected) in [
+        (
+            "/ipclass.v1.IpClassifier/IsExternal",
+            "ipclass.v1.IpClassifier%20has%20no%20method%20%22IsExternal%22;",
+        ),
+        (
+            "/grpc.health.v1.Health/List",
+            "this%20server%20implements%20Check%20and%20Watch",
+        ),
+    ] {
+        let (code, message) =
+            common::grpc_raw_request(&server, path, &[], vec![0, 0, 0, 0, 0], true).await;
+        assert_eq!(code, "12", "UNIMPLEMENTED for {path}");
+        assert!(message.starts_with(expected), "{path}: {message}");
+    }
+}
+
 #[test]
 fn low_open_file_limit_serves_half() {
     let dir = TempDir::new("limits-nofile");

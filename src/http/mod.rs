@@ -447,9 +447,27 @@ pub fn host_rejection<B>(request: &axum::http::Request<B>) -> Option<Response> {
     Some(error_response(StatusCode::BAD_REQUEST, message))
 }
 
+/// Rejects a request for a gRPC method that is not a gRPC call, such as one
+/// with a JSON body.
+pub fn grpc_needs_content_type<B>(request: &axum::http::Request<B>) -> Response {
+    let content_type = match request.headers().get(header::CONTENT_TYPE) {
+        Some(value) => format!(
+            "content-type {:?}",
+            shortened(&String::from_utf8_lossy(value.as_bytes()))
+        ),
+        None => "no content-type".to_owned(),
+    };
+    let message = format!(
+        "{} is a gRPC method, and this {} request has {content_type}; call it over HTTP/2 as POST with content-type application/grpc, or use the HTTP/JSON API at /v1/is-internal",
+        shortened(request.uri().path()),
+        shortened(request.method().as_str()),
+    );
+    error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
+}
+
 /// Returns `text` cut to its first [`MAX_ECHO`] characters, with the length
 /// of the rest, for quoting request text in an error.
-fn shortened(text: &str) -> String {
+pub fn shortened(text: &str) -> String {
     match text.char_indices().nth(MAX_ECHO) {
         Some((end, _)) => format!("{}... ({} more bytes)", &text[..end], text.len() - end),
         None => text.to_owned(),

@@ -98,3 +98,22 @@ def test_health_and_readiness(classifier):
         "last_reload_error": "",
         "watcher": {"healthy": True, "error": ""},
     }
+
+
+@pytest.mark.parametrize(
+    "method, headers",
+    [("POST", {"Content-Type": "application/json"}), ("GET", {})],
+)
+def test_grpc_method_without_grpc_content_type_is_415(classifier, method, headers):
+    response = requests.request(
+        method,
+        f"{classifier.http_url}/ipclass.v1.IpClassifier/IsInternal",
+        headers=headers,
+        data='{"ips": ["192.168.1.10"]}' if method == "POST" else None,
+        timeout=TIMEOUT_SECONDS,
+    )
+    assert response.status_code == 415
+    message = response.json()["error"]
+    assert message.startswith(f"/ipclass.v1.IpClassifier/IsInternal is a gRPC method, and this {method} request has ")
+    assert "content-type application/grpc" in message
+    assert "/v1/is-internal" in message
