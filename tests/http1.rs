@@ -344,37 +344,56 @@ fn http10_and_get_with_body() {
 }
 
 #[test]
-fn host_header_must_appear_once() {
+fn host_header_must_appear_once_and_be_valid() {
     let fixture = start();
     let mut connection = connect(&fixture.server);
     let requests = [
-        "GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\n\r\n".to_owned(),
-        "GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_owned(),
-        "GET /healthz HTTP/1.1\r\n\r\n".to_owned(),
-        get("10.0.0.1"),
+        "GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\n\r\n",
+        "GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: a b\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: a, b\r\n\r\n",
     ]
     .concat();
     send(&mut connection, requests.as_bytes());
-    for found in ["none", "2", "none"] {
+    for problem in [
+        "needs a Host header, and this one has none;",
+        "may carry one Host header, and this one has 2;",
+        "the Host header \"a b\" is not a host with an optional port;",
+        "needs a Host header, and this one has none;",
+        "the Host header \"a, b\" is not",
+    ] {
         let response = read_response(&mut connection);
         assert_eq!(response.status_line, "HTTP/1.1 400 Bad Request");
         let message = response.json()["error"].as_str().unwrap().to_owned();
-        assert!(
-            message.contains(&format!(
-                "exactly one Host header, and this one has {found};"
-            )),
-            "{message}"
+        assert!(message.contains(problem), "{message}");
+    }
+    // The connection stays open for the next request, and these hosts pass.
+    for host in ["", "[::1]:50051", "ipclass.example:8080"] {
+        let request = format!("GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        send(&mut connection, request.as_bytes());
+        assert_eq!(
+            read_response(&mut connection).json()["verdict"],
+            "internal",
+            "{host:?}"
         );
     }
-    // The connection stays open for the next request.
-    assert_eq!(read_response(&mut connection).json()["verdict"], "internal");
 
-    // HTTP/1.0 has no such rule.
+    // HTTP/1.0 needs no Host, but may carry only one.
     let mut connection = connect(&fixture.server);
     send(&mut connection, b"GET /healthz HTTP/1.0\r\n\r\n");
     assert_eq!(
         read_response(&mut connection).status_line,
         "HTTP/1.0 200 OK"
+    );
+    let mut connection = connect(&fixture.server);
+    send(
+        &mut connection,
+        b"GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+    );
+    assert_eq!(
+        read_response(&mut connection).status_line,
+        "HTTP/1.0 400 Bad Request"
     );
 }
 

@@ -27,8 +27,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::http::answer_one;
 use crate::http::json::TYPICAL_ANSWER_LEN;
+use crate::http::{answer_one, valid_host};
 use crate::metrics::{self, Api};
 use crate::server::drained;
 use crate::state::AppState;
@@ -217,6 +217,9 @@ fn parse(input: &[u8]) -> Parsed {
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("host") {
+            if !valid_host(header.value) {
+                return Parsed::Other;
+            }
             hosts += 1;
         } else if name.eq_ignore_ascii_case("connection") {
             match header.value.trim_ascii() {
@@ -237,7 +240,7 @@ fn parse(input: &[u8]) -> Parsed {
             return Parsed::Other;
         }
     }
-    // Hyper's path answers a request without exactly one Host with 400.
+    // Hyper's path rejects a request without exactly one valid Host.
     if hosts != 1 {
         return Parsed::Other;
     }
@@ -409,6 +412,19 @@ mod tests {
     }
 
     #[test]
+    fn parse_valid_hosts() {
+        for host in [
+            "",
+            "[::1]:8080",
+            "127.0.0.1:50051",
+            "ipclass.svc.cluster.local",
+        ] {
+            let request = format!("GET /v1/is-internal?ip=1 HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert!(query_of(&request).is_some(), "{host:?}");
+        }
+    }
+
+    #[test]
     fn parse_first_pipelined_request() {
         let first = "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\n\r\n";
         let both = format!("{first}GET /v1/is-internal?ip=5.6.7.8 HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -474,6 +490,8 @@ mod tests {
             "GET /v1/is-internal?x=#&ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\n\r\n",
             "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\"b\r\n\r\n",
         ] {
             assert_eq!(parse(input.as_bytes()), Parsed::Other, "{input:?}");
         }

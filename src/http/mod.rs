@@ -430,21 +430,41 @@ pub fn grpc_needs_http2<B>(request: &axum::http::Request<B>) -> Response {
     error_response(StatusCode::HTTP_VERSION_NOT_SUPPORTED, message)
 }
 
-/// Rejects an HTTP/1.1 request that does not carry exactly one `Host`
-/// header with 400, as RFC 9112 requires.
+/// Rejects an HTTP/1 request with a `Host` header that RFC 9112 requires a
+/// 400 for: none in HTTP/1.1, more than one, or an invalid value.
 pub fn host_rejection<B>(request: &axum::http::Request<B>) -> Option<Response> {
-    if request.version() != axum::http::Version::HTTP_11 {
+    if request.version() > axum::http::Version::HTTP_11 {
         return None;
     }
-    let found = match request.headers().get_all(header::HOST).iter().count() {
-        1 => return None,
-        0 => "none".to_owned(),
-        count => count.to_string(),
+    let hosts = request.headers().get_all(header::HOST);
+    let mut values = hosts.iter();
+    let problem = match (values.next(), values.next()) {
+        (None, _) if request.version() == axum::http::Version::HTTP_11 => {
+            "an HTTP/1.1 request needs a Host header, and this one has none".to_owned()
+        }
+        (None, _) => return None,
+        (Some(_), Some(_)) => format!(
+            "a request may carry one Host header, and this one has {}",
+            hosts.iter().count()
+        ),
+        (Some(value), None) if !valid_host(value.as_bytes()) => format!(
+            "the Host header {:?} is not a host with an optional port",
+            shortened(&String::from_utf8_lossy(value.as_bytes()))
+        ),
+        (Some(_), None) => return None,
     };
     let message = format!(
-        "an HTTP/1.1 request needs exactly one Host header, and this one has {found}; send one that names the server, as curl and HTTP libraries do"
+        "{problem}; send one Host header that names the server, as curl and HTTP libraries do"
     );
     Some(error_response(StatusCode::BAD_REQUEST, message))
+}
+
+/// Tells whether `value` may be a `Host` header: empty, or made of the
+/// characters that RFC 3986 allows in a host and port.
+pub fn valid_host(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&byte| byte.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&byte))
 }
 
 /// Rejects a request for a gRPC method that is not a gRPC call, such as one
