@@ -176,7 +176,7 @@ pub struct ServeArgs {
     pub config: PathBuf,
 
     /// Address and port for gRPC and HTTP; port 0 picks a free port.
-    #[arg(long, env = "IPCLASS_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "IPCLASS_LISTEN", default_value = "127.0.0.1:50051", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     /// Maximum number of addresses in one request.
@@ -231,7 +231,7 @@ pub struct ServeArgs {
 
     /// Extra address and port that serves only GET /metrics, apart from the
     /// API; /metrics is on --listen either way.
-    #[arg(long, env = "IPCLASS_METRICS_LISTEN")]
+    #[arg(long, env = "IPCLASS_METRICS_LISTEN", value_parser = parse_listen)]
     pub metrics_listen: Option<SocketAddr>,
 
     /// Number of runtime worker threads; default: one per CPU core.
@@ -266,6 +266,12 @@ pub struct LookupArgs {
     /// Addresses to classify.
     #[arg(required = true, value_name = "ADDRESS")]
     pub addresses: Vec<String>,
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        "expected an IP address and a port, such as 127.0.0.1:50051 or [::1]:50051; host names such as localhost are not resolved".to_owned()
+    })
 }
 
 fn parse_batch_size(text: &str) -> Result<usize, String> {

@@ -154,6 +154,8 @@ pub async fn serve(
     ));
     if let Some(metrics_listener) = metrics_listener {
         let app = metrics::routes(metrics, state.clone())
+            .fallback(http::metrics_not_found)
+            .method_not_allowed_fallback(http::method_not_allowed)
             .layer(axum::middleware::from_fn(metrics::count_http))
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),

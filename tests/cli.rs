@@ -605,6 +605,21 @@ fn non_utf8_text_is_named() {
 }
 
 #[test]
+fn listen_address_with_host_name_is_explained() {
+    let (_dir, config) = config_dir();
+    for flag in ["--listen", "--metrics-listen"] {
+        let output = run(&["serve", "--config", &config, flag, "localhost:50051"]);
+        assert_eq!(output.status.code(), Some(2), "{flag}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains("'localhost:50051'"), "{stderr}");
+        assert!(
+            stderr.contains("such as 127.0.0.1:50051 or [::1]:50051; host names such as localhost are not resolved"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn invalid_flag_beside_variable_names_flag() {
     let (_dir, config) = config_dir();
     let output = run_with_env(

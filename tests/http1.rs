@@ -398,6 +398,23 @@ fn host_header_must_appear_once_and_be_valid() {
 }
 
 #[test]
+fn connect_error_quotes_its_target() {
+    let fixture = start();
+    let mut connection = connect(&fixture.server);
+    send(
+        &mut connection,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    );
+    let response = read_response(&mut connection);
+    assert_eq!(response.status_line, "HTTP/1.1 404 Not Found");
+    let message = response.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with("no route for CONNECT example.com:443; "),
+        "{message}"
+    );
+}
+
+#[test]
 fn malformed_request_gets_400_from_hyper() {
     let fixture = start();
     let mut connection = connect(&fixture.server);

@@ -470,11 +470,30 @@ fn metrics_listen_serves_only_metrics() {
         1.0
     );
 
-    let status = runtime().block_on(async {
-        let url = format!("http://{address}/v1/is-internal?ip=10.1.1.1");
-        reqwest::get(url).await.unwrap().status()
-    });
-    assert_eq!(status, 404, "the metrics listener serves no API");
+    let client = reqwest::Client::new();
+    for (method, path, status, message) in [
+        (
+            reqwest::Method::GET,
+            "/v1/is-internal?ip=10.1.1.1",
+            404,
+            "no route for GET /v1/is-internal; this listener serves only GET /metrics",
+        ),
+        (
+            reqwest::Method::POST,
+            "/metrics",
+            405,
+            "method POST is not allowed on /metrics",
+        ),
+    ] {
+        let (code, body) = runtime().block_on(async {
+            let url = format!("http://{address}{path}");
+            let response = client.request(method, url).send().await.unwrap();
+            let code = response.status();
+            (code, response.json::<serde_json::Value>().await.unwrap())
+        });
+        assert_eq!(code, status, "{path}");
+        assert_eq!(body["error"], message, "{path}");
+    }
 }
 
 /// Reload and watcher counters show 0 before the first reload, so a rate

@@ -346,7 +346,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// Handles paths that no route serves: gRPC callers get UNIMPLEMENTED, others
 /// a JSON 404.
 pub async fn not_found(method: Method, uri: Uri, headers: axum::http::HeaderMap) -> Response {
-    let path = shortened(uri.path());
+    let path = shortened(&target(&uri));
     if crate::metrics::is_grpc(&headers) {
         let status = tonic::Status::unimplemented(format!("no gRPC method at {path}"));
         return status.into_http();
@@ -358,11 +358,30 @@ pub async fn not_found(method: Method, uri: Uri, headers: axum::http::HeaderMap)
     error_response(StatusCode::NOT_FOUND, message)
 }
 
+/// Handles paths that the metrics listener does not serve.
+pub async fn metrics_not_found(method: Method, uri: Uri) -> Response {
+    let message = format!(
+        "no route for {} {}; this listener serves only GET /metrics",
+        shortened(method.as_str()),
+        shortened(&target(&uri))
+    );
+    error_response(StatusCode::NOT_FOUND, message)
+}
+
+/// The request target to quote: the path, or the whole target of a request
+/// that has none, such as `CONNECT host:port`.
+fn target(uri: &Uri) -> Cow<'_, str> {
+    match uri.path() {
+        "" => Cow::Owned(uri.to_string()),
+        path => Cow::Borrowed(path),
+    }
+}
+
 pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     let message = format!(
         "method {} is not allowed on {}",
         shortened(method.as_str()),
-        shortened(uri.path())
+        shortened(&target(&uri))
     );
     error_response(StatusCode::METHOD_NOT_ALLOWED, message)
 }
