@@ -158,6 +158,12 @@ async fn is_internal_batch(
     // Some Windows tools write a UTF-8 byte order mark before the JSON, which
     // serde_json rejects.
     let json = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+    if json.trim_ascii().is_empty() {
+        return Err(RequestError::InvalidJson(
+            "the body is empty (an HTTP/1.0 request needs a Content-Length for its body)"
+                .to_owned(),
+        ));
+    }
     // serde reads a struct from an array of its fields too, which the API
     // does not accept.
     if json

@@ -79,6 +79,21 @@ def test_post_malformed_json_is_400(classifier, body):
     assert response.json()["error"].startswith("invalid JSON body")
 
 
+@pytest.mark.parametrize("body", ["", " \n"])
+def test_post_empty_body_is_400(classifier, body):
+    response = requests.post(
+        f"{classifier.http_url}/v1/is-internal",
+        data=body,
+        headers={"content-type": "application/json"},
+        timeout=TIMEOUT_SECONDS,
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        "invalid JSON body: the body is empty (an HTTP/1.0 request needs a Content-Length for its body); "
+        'send {"ips": ["ADDRESS", ...]}'
+    )
+
+
 def test_unknown_path_and_method(classifier):
     response = requests.get(f"{classifier.http_url}/v1/nothing", timeout=TIMEOUT_SECONDS)
     assert response.status_code == 404
