@@ -266,6 +266,8 @@ pub async fn count_http(request: Request, next: Next) -> Response {
         crate::http::grpc_needs_content_type(&request)
     } else if let Some(rejection) = crate::http::host_rejection(&request) {
         rejection
+    } else if let Some(rejection) = crate::http::transfer_coding_rejection(&request) {
+        rejection
     } else {
         next.run(request).await
     };

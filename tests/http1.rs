@@ -398,6 +398,34 @@ fn host_header_must_appear_once_and_be_valid() {
 }
 
 #[test]
+fn unknown_transfer_coding_gets_501() {
+    let fixture = start();
+    let mut connection = connect(&fixture.server);
+    let body = "{\"ips\": [\"10.0.0.1\"]}";
+    let request = format!(
+        "POST /v1/is-internal HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    send(&mut connection, request.as_bytes());
+    let response = read_response(&mut connection);
+    assert_eq!(response.status_line, "HTTP/1.1 501 Not Implemented");
+    assert_eq!(response.header("connection"), Some("close"));
+    let message = response.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with("transfer coding \"gzip\" is not supported; "),
+        "{message}"
+    );
+    assert_closed(&mut connection);
+
+    // Chunked alone is served.
+    let mut connection = connect(&fixture.server);
+    let request = request.replace("gzip, chunked", "Chunked");
+    send(&mut connection, request.as_bytes());
+    let response = read_response(&mut connection);
+    assert_eq!(response.status_line, "HTTP/1.1 200 OK");
+}
+
+#[test]
 fn connect_error_quotes_its_target() {
     let fixture = start();
     let mut connection = connect(&fixture.server);

@@ -484,6 +484,29 @@ pub fn host_rejection<B>(request: &axum::http::Request<B>) -> Option<Response> {
     Some(error_response(StatusCode::BAD_REQUEST, message))
 }
 
+/// Rejects a request body with a transfer coding other than `chunked`, which
+/// hyper passes on still encoded, with 501 as RFC 9112 advises. The body
+/// stays unread, so the connection closes.
+pub fn transfer_coding_rejection<B>(request: &axum::http::Request<B>) -> Option<Response> {
+    let unknown = request
+        .headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .map(<[u8]>::trim_ascii)
+        .find(|coding| !coding.eq_ignore_ascii_case(b"chunked"))?;
+    let message = format!(
+        "transfer coding {:?} is not supported; send the body uncompressed, with a Content-Length or Transfer-Encoding: chunked alone",
+        shortened(&String::from_utf8_lossy(unknown))
+    );
+    let mut response = error_response(StatusCode::NOT_IMPLEMENTED, message);
+    response.headers_mut().insert(
+        header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    Some(response)
+}
+
 /// Tells whether `value` may be a `Host` header: empty, or made of the
 /// characters that RFC 3986 allows in a host and port.
 pub fn valid_host(value: &[u8]) -> bool {
