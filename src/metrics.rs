@@ -250,7 +250,7 @@ pub async fn count_http(request: Request, next: Next) -> Response {
     if grpc && request.version() == axum::http::Version::HTTP_2 {
         let path = request.uri().path();
         return match grpc_api(path) {
-            Some(api) => count_grpc_failure(api, request, next).await,
+            Some(api) => count_grpc_call(api, request, next).await,
             None => match unimplemented_method(path) {
                 Some(status) => status.into_http(),
                 None => next.run(request).await,
@@ -275,13 +275,14 @@ pub async fn count_http(request: Request, next: Next) -> Response {
     response
 }
 
-/// Counts a gRPC call that fails. A failed unary call returns its status in
-/// the response headers, whether the method rejected it or tonic did before
-/// the method ran, as for a message that does not decode or exceeds the size
-/// limit. The methods count the calls that succeed.
-async fn count_grpc_failure(api: Api, request: Request, next: Next) -> Response {
+/// Counts a gRPC call of the classifier by how it ends. A failed unary call
+/// returns its status in the response headers, whether the method rejected
+/// it or tonic did before the method ran, as for a message that does not
+/// decode or exceeds the size limit. A call that succeeds ends with the
+/// trailers of its response body, and one whose client resets the stream
+/// before then, as at its deadline, drops that body unfinished.
+async fn count_grpc_call(api: Api, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let unfinished = Unfinished { api, started };
     let ended = Arc::new(AtomicBool::new(false));
     let request = request.map(|body| {
         Body::new(WatchedBody {
@@ -294,6 +295,14 @@ async fn count_grpc_failure(api: Api, request: Request, next: Next) -> Response 
         .headers()
         .get("grpc-timeout")
         .map(|value| grpc_timeout(value.as_bytes()).ok_or(value.clone()));
+    let unfinished = Unfinished {
+        api,
+        started,
+        timeout: match deadline {
+            Some(Ok(timeout)) => Some(timeout),
+            _ => None,
+        },
+    };
     let mut response = match deadline {
         Some(Err(value)) => tonic::Status::invalid_argument(format!(
             "malformed grpc-timeout {:?}; it takes 1 to 8 digits and a unit: H, M, S, m, u or n",
@@ -309,29 +318,17 @@ async fn count_grpc_failure(api: Api, request: Request, next: Next) -> Response 
         },
         None => next.run(request).await,
     };
-    std::mem::forget(unfinished);
-    let code = response
-        .headers()
-        .get("grpc-status")
-        .and_then(|value| value.to_str().ok()?.parse::<i32>().ok())
-        .map(tonic::Code::from_i32);
-    let Some(code) = code.filter(|&code| code != tonic::Code::Ok) else {
-        return response;
+    let Some(code) = grpc_status(response.headers()) else {
+        // The status comes in the trailers at the end of the body.
+        return response.map(|body| {
+            Body::new(CountedBody {
+                body,
+                unfinished: Some(unfinished),
+                ended,
+            })
+        });
     };
-    // tonic treats a request body that the client cancelled as one that
-    // ended early, and returns INTERNAL.
-    let code = match ended.load(Ordering::Relaxed) {
-        true => tonic::Code::Cancelled,
-        false => code,
-    };
-    record_grpc_code(api, code, started.elapsed());
-    let status = tonic::Status::from_header_map(response.headers());
-    tracing::debug!(
-        api = api.as_str(),
-        code = grpc_code_name(code),
-        error = status.as_ref().map_or("", |status| status.message()),
-        "gRPC call failed"
-    );
+    let code = end_call(unfinished, code, &ended, response.headers());
     if matches!(
         code,
         tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
@@ -339,6 +336,106 @@ async fn count_grpc_failure(api: Api, request: Request, next: Next) -> Response 
         advise_smaller_batches(response.headers_mut());
     }
     response
+}
+
+/// Returns the `grpc-status` in `headers`.
+fn grpc_status(headers: &HeaderMap) -> Option<tonic::Code> {
+    let value = headers.get("grpc-status")?;
+    let number = value.to_str().ok()?.parse::<i32>().ok()?;
+    Some(tonic::Code::from_i32(number))
+}
+
+/// Counts a call that ended with `code` and the status in `headers`, and
+/// logs a failure. Returns the code counted: tonic takes a request body
+/// that the client cancelled, `ended`, for one that stopped early and
+/// returns INTERNAL, which counts as CANCELLED, or as DEADLINE_EXCEEDED
+/// once the deadline has passed.
+fn end_call(
+    call: Unfinished,
+    code: tonic::Code,
+    ended: &AtomicBool,
+    headers: &HeaderMap,
+) -> tonic::Code {
+    let code = match code != tonic::Code::Ok && ended.load(Ordering::Relaxed) {
+        true => match call.past_deadline() {
+            Some(_) => tonic::Code::DeadlineExceeded,
+            None => tonic::Code::Cancelled,
+        },
+        false => code,
+    };
+    let (api, started) = (call.api, call.started);
+    std::mem::forget(call);
+    record_grpc_code(api, code, started.elapsed());
+    if code != tonic::Code::Ok {
+        let status = tonic::Status::from_header_map(headers);
+        tracing::debug!(
+            api = api.as_str(),
+            code = grpc_code_name(code),
+            error = status.as_ref().map_or("", |status| status.message()),
+            "gRPC call failed"
+        );
+    }
+    code
+}
+
+pin_project_lite::pin_project! {
+    /// The response body of a gRPC call, which counts the call with the
+    /// status in its trailers, or as unfinished if it is dropped before.
+    struct CountedBody {
+        #[pin]
+        body: Body,
+        unfinished: Option<Unfinished>,
+        ended: Arc<AtomicBool>,
+    }
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.project();
+        let mut frame = std::task::ready!(this.body.poll_frame(cx));
+        let ends = match &frame {
+            Some(Ok(frame)) => frame.is_trailers(),
+            _ => true,
+        };
+        if !ends {
+            return Poll::Ready(frame);
+        }
+        let Some(unfinished) = this.unfinished.take() else {
+            return Poll::Ready(frame);
+        };
+        // A call that succeeded after its deadline fails, as the client,
+        // which has stopped waiting, expects.
+        if let Some(status) = unfinished.past_deadline() {
+            let mut trailers = HeaderMap::new();
+            if status.add_header(&mut trailers).is_ok() {
+                frame = Some(Ok(Frame::trailers(trailers)));
+            }
+        }
+        let empty = HeaderMap::new();
+        let trailers = match &frame {
+            Some(Ok(frame)) => frame.trailers_ref().unwrap_or(&empty),
+            _ => &empty,
+        };
+        // tonic ends every call with trailers, so a body that ends or fails
+        // without them is a fault.
+        let code = grpc_status(trailers).unwrap_or(tonic::Code::Internal);
+        end_call(unfinished, code, this.ended, trailers);
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Parses a `grpc-timeout` header value: up to 8 digits and a unit (`H`,
@@ -362,16 +459,36 @@ fn grpc_timeout(value: &[u8]) -> Option<Duration> {
     })
 }
 
-/// A gRPC call in progress. Hyper may drop a call whose client reset the
-/// stream, and dropping this counts the call as `CANCELLED`.
+/// A gRPC call in progress. Hyper drops a call whose client reset the
+/// stream, and dropping this counts the call as `CANCELLED`, or as
+/// `DEADLINE_EXCEEDED` once its deadline has passed, since a client resets
+/// the stream when its deadline passes.
 struct Unfinished {
     api: Api,
     started: Instant,
+    /// The call's `grpc-timeout`.
+    timeout: Option<Duration>,
+}
+
+impl Unfinished {
+    /// Returns the status for a call whose `grpc-timeout` has passed.
+    fn past_deadline(&self) -> Option<tonic::Status> {
+        let timeout = self.timeout?;
+        (self.started.elapsed() >= timeout).then(|| {
+            tonic::Status::deadline_exceeded(format!(
+                "the call did not finish within its grpc-timeout of {timeout:?}"
+            ))
+        })
+    }
 }
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
-        record_grpc_code(self.api, tonic::Code::Cancelled, self.started.elapsed());
+        let code = match self.past_deadline() {
+            Some(_) => tonic::Code::DeadlineExceeded,
+            None => tonic::Code::Cancelled,
+        };
+        record_grpc_code(self.api, code, self.started.elapsed());
     }
 }
 
@@ -586,15 +703,6 @@ pub fn record_request(api: Api, code: impl Into<metrics::SharedString>, elapsed:
 fn http_status(code: &str) -> Option<StatusCode> {
     let status = StatusCode::from_bytes(code.as_bytes()).ok()?;
     (status.as_str() == code).then_some(status)
-}
-
-/// Counts a gRPC call under `api` if its `result` is a success. Failures
-/// are counted by [`count_http`], which also counts the ones that tonic
-/// rejects before the method runs.
-pub fn record_grpc_success<T>(api: Api, result: &Result<T, tonic::Status>, started: Instant) {
-    if result.is_ok() {
-        record_grpc_code(api, tonic::Code::Ok, started.elapsed());
-    }
 }
 
 /// Adds one gRPC request that ended with `code` and its duration, as

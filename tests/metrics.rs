@@ -806,6 +806,69 @@ fn client_abort_counts_cancelled() {
     }
 }
 
+/// A call counts by how it ends, not by whether its method finished: a
+/// reset after the whole message is CANCELLED, and a response that ends
+/// after the call's deadline is DEADLINE_EXCEEDED.
+#[test]
+fn calls_count_by_how_they_end() {
+    let dir = TempDir::new("metrics-call-ends");
+    let config = dir.write("ipclass.toml", CONFIG);
+    let server = Server::start(&config, &["--max-batch-size", "100000"]);
+    let api = "grpc_is_internal";
+
+    // The whole message, and then a reset instead of the end of the stream.
+    runtime().block_on(async {
+        let tcp = tokio::net::TcpStream::connect(server.address)
+            .await
+            .unwrap();
+        let (client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+        let mut ping_pong = connection.ping_pong().unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut client = client.ready().await.unwrap();
+        let request = axum::http::Request::post(format!(
+            "http://{}/ipclass.v1.IpClassifier/IsInternal",
+            server.address
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+        let (_response, mut stream) = client.send_request(request, false).unwrap();
+        // One IsInternalRequest with the address "10.1.1.1".
+        let message = b"\0\0\0\0\x0a\x0a\x0810.1.1.1".to_vec();
+        stream.send_data(message.into(), false).unwrap();
+        for _ in 0..2 {
+            ping_pong.ping(h2::Ping::opaque()).await.unwrap();
+        }
+        stream.send_reset(h2::Reason::CANCEL);
+        ping_pong.ping(h2::Ping::opaque()).await.unwrap();
+    });
+    await_code_count(&server, api, "CANCELLED", 1.0);
+
+    // A batch of 65,536 addresses that takes longer than its 1 ms deadline
+    // to answer: the response fails, though the method finished.
+    let mut message = Vec::new();
+    for n in 0..65_536u32 {
+        let address = Ipv4Addr::from(0x0a00_0000 + n).to_string();
+        message.push(0x0a);
+        message.push(u8::try_from(address.len()).unwrap());
+        message.extend_from_slice(address.as_bytes());
+    }
+    let mut body = vec![0];
+    body.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(&message);
+    let path = "/ipclass.v1.IpClassifier/IsInternal";
+    let headers = [("grpc-timeout", "1m")];
+    let (code, message) = runtime()
+        .block_on(async { common::grpc_raw_request(&server, path, &headers, body, true).await });
+    assert_eq!(code, "4", "DEADLINE_EXCEEDED: {message}");
+    let scrape = await_code_count(&server, api, "DEADLINE_EXCEEDED", 1.0);
+    let labels = [("api", api), ("code", "OK")];
+    assert_eq!(scrape.value("ipclass_requests_total", &labels), 0.0);
+}
+
 #[test]
 fn removed_set_loses_prefix_series() {
     let dir = TempDir::new("metrics-removed-set");

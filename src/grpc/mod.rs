@@ -7,13 +7,13 @@ pub mod batch;
 pub mod text;
 
 use std::sync::Arc;
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use tonic::{Request, Response, Status};
 
 use crate::classify::{classify_text, Classification};
 use crate::error::RequestError;
-use crate::metrics::{record_grpc_success, Api, BatchTally};
+use crate::metrics::{Api, BatchTally};
 use crate::proto::{
     self, ip_classifier_server::IpClassifier, GetTableInfoRequest, IsInternalPackedRequest,
     IsInternalPackedResponse, IsInternalRequest, IsInternalResponse, TableInfo,
@@ -104,31 +104,22 @@ impl IpClassifier for ClassifierService {
         &self,
         request: Request<IsInternalRequest>,
     ) -> Result<Response<IsInternalResponse>, Status> {
-        let started = Instant::now();
-        let result = self.classify_text_batch(request.into_inner().ips);
-        record_grpc_success(Api::GrpcIsInternal, &result, started);
-        result
+        self.classify_text_batch(request.into_inner().ips)
     }
 
     async fn is_internal_packed(
         &self,
         request: Request<IsInternalPackedRequest>,
     ) -> Result<Response<IsInternalPackedResponse>, Status> {
-        let started = Instant::now();
-        let result = self.classify_packed_batch(request.into_inner());
-        record_grpc_success(Api::GrpcIsInternalPacked, &result, started);
-        result
+        self.classify_packed_batch(request.into_inner())
     }
 
     async fn get_table_info(
         &self,
         _request: Request<GetTableInfoRequest>,
     ) -> Result<Response<TableInfo>, Status> {
-        let started = Instant::now();
         let snapshot = self.state.snapshot();
-        let result = Ok(Response::new(table_info(&self.state, &snapshot)));
-        record_grpc_success(Api::GrpcGetTableInfo, &result, started);
-        result
+        Ok(Response::new(table_info(&self.state, &snapshot)))
     }
 }
 

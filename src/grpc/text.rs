@@ -11,18 +11,17 @@ use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use prost::encoding::decode_varint;
 use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{Grpc, UnaryService};
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::grpc::batch::{text_response_capacity, write_text_response};
 use crate::grpc::{log_rejected, request_span};
-use crate::metrics::{record_grpc_code, Api, BatchTally};
+use crate::metrics::{Api, BatchTally};
 use crate::state::{AppState, Snapshot};
 use crate::table::Table;
 
@@ -141,8 +140,6 @@ fn read_ip<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
 pub struct TextAnswer {
     snapshot: Arc<Snapshot>,
     batch: TextBatch,
-    /// When the request was decoded, for the request duration metric.
-    started: Instant,
 }
 
 /// The codec of [`PATH`]: reads [`TextBatch`], writes [`TextAnswer`].
@@ -177,7 +174,6 @@ impl Encoder for TextCodec {
         let mut tally = BatchTally::new(table);
         write_text_response(table, batch.addresses(), &mut tally, dst);
         tally.record(Api::GrpcIsInternal, &answer.snapshot.set_counters);
-        record_grpc_code(Api::GrpcIsInternal, Code::Ok, answer.started.elapsed());
         Ok(())
     }
 }
@@ -205,13 +201,11 @@ impl UnaryService<TextBatch> for TextMethod {
     type Future = Ready<Result<tonic::Response<TextAnswer>, Status>>;
 
     fn call(&mut self, request: tonic::Request<TextBatch>) -> Self::Future {
-        let started = Instant::now();
         let batch = request.into_inner();
         let answer = match self.state.check_batch(batch.len()) {
             Ok(()) => Ok(tonic::Response::new(TextAnswer {
                 snapshot: self.state.snapshot(),
                 batch,
-                started,
             })),
             Err(error) => {
                 let snapshot = self.state.snapshot();

@@ -271,7 +271,10 @@ pub async fn grpc_raw_request(
     let mut headers = response.headers().clone();
     if !headers.contains_key("grpc-status") {
         let mut body = response.into_body();
-        while body.data().await.is_some() {}
+        while let Some(data) = body.data().await {
+            // Without this, a response over the flow-control window stalls.
+            let _ = body.flow_control().release_capacity(data.unwrap().len());
+        }
         headers = body.trailers().await.unwrap().expect("trailers");
     }
     let text = |name: &str| {
