@@ -66,7 +66,14 @@ const FALLBACK_LOG_LEVEL: &str = "warn";
 /// Builds the log filter from RUST_LOG. Also returns a warning about
 /// RUST_LOG, if any, to log once logging is set up.
 fn log_filter() -> (EnvFilter, Option<String>) {
-    let directives = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_default();
+    let directives = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(directives) => directives,
+        Err(std::env::VarError::NotPresent) => String::new(),
+        Err(std::env::VarError::NotUnicode(text)) => {
+            let problem = format!("RUST_LOG {:?} is not UTF-8; logging with {DEFAULT_LOG_FILTER:?}; set RUST_LOG to a level such as info or debug", text.to_string_lossy());
+            return (EnvFilter::new(DEFAULT_LOG_FILTER), Some(problem));
+        }
+    };
     if directives.trim().is_empty() {
         return (EnvFilter::new(DEFAULT_LOG_FILTER), None);
     }

@@ -23,7 +23,10 @@ fn parse_lines(stderr: &[u8]) -> Vec<Value> {
 
 /// Runs `ipclass serve` with JSON logs on `config` and `RUST_LOG` set to
 /// `directives`, and returns its output once it exits.
-fn serve_once(config: &std::path::Path, directives: &str) -> std::process::Output {
+fn serve_once(
+    config: &std::path::Path,
+    directives: impl AsRef<std::ffi::OsStr>,
+) -> std::process::Output {
     Command::new(binary())
         .args([
             "--log-format",
@@ -97,8 +100,17 @@ fn log_filter_typo_keeps_errors() {
         ),
         ("[bad", "invalid RUST_LOG \"[bad\""),
     ];
+    let not_utf8 = std::os::unix::ffi::OsStrExt::from_bytes(b"ipclass=debug\xff");
+    let cases = cases
+        .map(|(directives, warning)| (std::ffi::OsStr::new(directives), warning))
+        .into_iter()
+        .chain([(
+            not_utf8,
+            "RUST_LOG \"ipclass=debug\u{FFFD}\" is not UTF-8; logging with",
+        )]);
     for (directives, warning) in cases {
         let output = serve_once(&config, directives);
+        let directives = directives.to_string_lossy();
         assert_eq!(output.status.code(), Some(1), "{directives}");
 
         let lines = parse_lines(&output.stderr);
