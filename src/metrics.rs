@@ -249,6 +249,11 @@ pub async fn count_http(request: Request, next: Next) -> Response {
     let grpc = is_grpc(request.headers());
     if grpc && request.version() == axum::http::Version::HTTP_2 {
         let path = request.uri().path();
+        if request.method() != Method::POST {
+            let method = crate::http::shortened(request.method().as_str());
+            let message = format!("gRPC calls use POST, and this one used {method}");
+            return tonic::Status::unimplemented(message).into_http();
+        }
         return match grpc_api(path) {
             Some(api) => count_grpc_call(api, request, next).await,
             None => match unimplemented_method(path) {
@@ -260,16 +265,23 @@ pub async fn count_http(request: Request, next: Next) -> Response {
     let api = http_api(&request);
     let started = Instant::now();
     // gRPC over HTTP/1.1 has no trailers, so its status could not arrive.
-    let response = if grpc {
-        crate::http::grpc_needs_http2(&request)
+    let rejection = if grpc {
+        Some(crate::http::grpc_needs_http2(&request))
     } else if is_grpc_service_path(request.uri().path()) {
-        crate::http::grpc_needs_content_type(&request)
-    } else if let Some(rejection) = crate::http::host_rejection(&request) {
-        rejection
-    } else if let Some(rejection) = crate::http::transfer_coding_rejection(&request) {
-        rejection
+        Some(crate::http::grpc_needs_content_type(&request))
     } else {
-        next.run(request).await
+        crate::http::host_rejection(&request)
+            .or_else(|| crate::http::transfer_coding_rejection(&request))
+    };
+    let response = match rejection {
+        // A response to HEAD has no body, and hyper removes it only over
+        // HTTP/1.
+        Some(mut rejection) if request.method() == Method::HEAD => {
+            *rejection.body_mut() = Body::empty();
+            rejection
+        }
+        Some(rejection) => rejection,
+        None => next.run(request).await,
     };
     record_http_status(api, response.status(), started.elapsed());
     response
@@ -306,7 +318,7 @@ async fn count_grpc_call(api: Api, request: Request, next: Next) -> Response {
     let mut response = match deadline {
         Some(Err(value)) => tonic::Status::invalid_argument(format!(
             "malformed grpc-timeout {:?}; it takes 1 to 8 digits and a unit: H, M, S, m, u or n",
-            String::from_utf8_lossy(value.as_bytes())
+            crate::http::shortened(&String::from_utf8_lossy(value.as_bytes()))
         ))
         .into_http(),
         Some(Ok(timeout)) => match tokio::time::timeout(timeout, next.run(request)).await {
@@ -644,16 +656,29 @@ fn is_grpc_service_path(path: &str) -> bool {
 /// The status of a call to a method that a served service lacks, which
 /// tonic answers with an empty message.
 fn unimplemented_method(path: &str) -> Option<tonic::Status> {
-    let message = if let Some(method) = path.strip_prefix(GRPC_SERVICES[0]) {
-        format!(
-            "ipclass.v1.IpClassifier has no method {:?}; its methods are IsInternal, IsInternalPacked and GetTableInfo",
-            crate::http::shortened(method)
-        )
-    } else if path == "/grpc.health.v1.Health/List" {
-        "this server implements Check and Watch of grpc.health.v1.Health, not List; call Check with a service name, or an empty one for the server".to_owned()
-    } else {
+    const METHODS: [&str; 4] = [
+        "IsInternal, IsInternalPacked and GetTableInfo",
+        "Check and Watch",
+        "ServerReflectionInfo",
+        "ServerReflectionInfo",
+    ];
+    if path == "/grpc.health.v1.Health/List" {
+        let message = "this server implements Check and Watch of grpc.health.v1.Health, not List; call Check with a service name, or an empty one for the server";
+        return Some(tonic::Status::unimplemented(message));
+    }
+    let (service, methods) = GRPC_SERVICES
+        .iter()
+        .zip(METHODS)
+        .find(|(service, _)| path.starts_with(*service))?;
+    let method = &path[service.len()..];
+    if methods.split([',', ' ']).any(|known| known == method) {
         return None;
-    };
+    }
+    let message = format!(
+        "{} has no method {:?}; its methods are {methods}",
+        service.trim_matches('/'),
+        crate::http::shortened(method)
+    );
     Some(tonic::Status::unimplemented(message))
 }
 

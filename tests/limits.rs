@@ -329,12 +329,61 @@ async fn unknown_grpc_methods_are_named() {
             "/grpc.health.v1.Health/List",
             "this%20server%20implements%20Check%20and%20Watch",
         ),
+        (
+            "/grpc.health.v1.Health/Nope",
+            "grpc.health.v1.Health%20has%20no%20method%20%22Nope%22;%20its%20methods%20are%20Check%20and%20Watch",
+        ),
+        (
+            "/grpc.reflection.v1.ServerReflection/Nope",
+            "grpc.reflection.v1.ServerReflection%20has%20no%20method%20%22Nope%22;",
+        ),
     ] {
         let (code, message) =
             common::grpc_raw_request(&server, path, &[], vec![0, 0, 0, 0, 0], true).await;
         assert_eq!(code, "12", "UNIMPLEMENTED for {path}");
         assert!(message.starts_with(expected), "{path}: {message}");
     }
+}
+
+#[tokio::test]
+async fn grpc_call_without_post_is_refused() {
+    let (_dir, server) = start("limits-grpc-put", &[]);
+    let tcp = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    for method in ["PUT", "GET", "HEAD"] {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(format!(
+                "http://{}/ipclass.v1.IpClassifier/GetTableInfo",
+                server.address
+            ))
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        let response = response.await.unwrap();
+        let headers = response.headers();
+        assert_eq!(headers["grpc-status"], "12", "UNIMPLEMENTED for {method}");
+        let expected = format!("gRPC%20calls%20use%20POST,%20and%20this%20one%20used%20{method}");
+        assert_eq!(headers["grpc-message"], expected.as_str());
+    }
+
+    // Without the gRPC content type it gets 415, and a HEAD no body.
+    let request = axum::http::Request::head(format!(
+        "http://{}/ipclass.v1.IpClassifier/IsInternal",
+        server.address
+    ))
+    .body(())
+    .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 415);
+    let mut body = response.into_body();
+    assert!(body.data().await.is_none(), "a HEAD response has no body");
 }
 
 #[test]
