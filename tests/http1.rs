@@ -353,6 +353,7 @@ fn host_header_must_appear_once_and_be_valid() {
         "GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: a b\r\n\r\n",
         "GET /healthz HTTP/1.1\r\n\r\n",
         "GET /healthz HTTP/1.1\r\nHost: a, b\r\n\r\n",
+        "GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: a:1:2\r\n\r\n",
     ]
     .concat();
     send(&mut connection, requests.as_bytes());
@@ -362,6 +363,7 @@ fn host_header_must_appear_once_and_be_valid() {
         "the Host header \"a b\" is not a host with an optional port;",
         "needs a Host header, and this one has none;",
         "the Host header \"a, b\" is not",
+        "the Host header \"a:1:2\" is not",
     ] {
         let response = read_response(&mut connection);
         assert_eq!(response.status_line, "HTTP/1.1 400 Bad Request");

@@ -507,12 +507,66 @@ pub fn transfer_coding_rejection<B>(request: &axum::http::Request<B>) -> Option<
     Some(response)
 }
 
-/// Tells whether `value` may be a `Host` header: empty, or made of the
-/// characters that RFC 3986 allows in a host and port.
+/// Tells whether `value` may be a `Host` header: empty, or a host and an
+/// optional port as RFC 3986 writes them. The host is an IPv6 address in
+/// brackets, or a name or IPv4 address of unreserved characters,
+/// sub-delimiters and percent-escapes; the port is at most 65535.
 pub fn valid_host(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&byte| byte.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&byte))
+    if value.is_empty() {
+        return true;
+    }
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(end) = rest.iter().position(|&byte| byte == b']') else {
+                return false;
+            };
+            let literal = std::str::from_utf8(&rest[..end]).ok();
+            if literal
+                .and_then(|text| text.parse::<std::net::Ipv6Addr>().ok())
+                .is_none()
+            {
+                return false;
+            }
+            match &rest[end + 1..] {
+                [] => (None, None),
+                [b':', port @ ..] => (None, Some(port)),
+                _ => return false,
+            }
+        }
+        None => match value.iter().rposition(|&byte| byte == b':') {
+            Some(colon) => (Some(&value[..colon]), Some(&value[colon + 1..])),
+            None => (Some(value), None),
+        },
+    };
+    let port_valid = port.is_none_or(|port| {
+        port.is_empty()
+            || (port.len() <= 5
+                && port.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(port).is_ok_and(|text| text.parse::<u16>().is_ok()))
+    });
+    port_valid && host.is_none_or(valid_name)
+}
+
+/// Tells whether `name` is a registered name or IPv4 address of RFC 3986:
+/// unreserved characters, sub-delimiters and `%` with two hex digits.
+fn valid_name(name: &[u8]) -> bool {
+    let mut rest = name;
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            match tail {
+                [high, low, after @ ..] if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() => {
+                    rest = after;
+                    continue;
+                }
+                _ => return false,
+            }
+        }
+        if !(byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&byte)) {
+            return false;
+        }
+        rest = tail;
+    }
+    !name.is_empty()
 }
 
 /// Rejects a request for a gRPC method that is not a gRPC call, such as one
@@ -545,6 +599,44 @@ pub fn shortened(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_values() {
+        for valid in [
+            "",
+            "a",
+            "a:",
+            "a:80",
+            "EXAMPLE.com:65535",
+            "127.0.0.1:50051",
+            "[::1]",
+            "[::1]:8080",
+            "a%20b",
+            "a,b",
+        ] {
+            assert!(valid_host(valid.as_bytes()), "{valid:?}");
+        }
+        for invalid in [
+            "a b",
+            "a:http",
+            "a:1:2",
+            "::1",
+            "[::1",
+            "[zzz]",
+            "[::1]x",
+            "a%zz",
+            "a%2",
+            "[fe80::1%eth0]",
+            "a:65536",
+            "a:000080",
+            "a@b",
+            ":80",
+            "a\tb",
+            "\u{e9}",
+        ] {
+            assert!(!valid_host(invalid.as_bytes()), "{invalid:?}");
+        }
+    }
 
     /// Decodes the `ip` parameter of `query` with form_urlencoded alone.
     fn decoded(query: &str) -> Result<String, String> {
