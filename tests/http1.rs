@@ -320,6 +320,32 @@ fn http10_and_get_with_body() {
     assert_eq!(response.status_line, "HTTP/1.1 200 OK");
     assert_eq!(response.json()["verdict"], "internal");
 
+    // A longer declared body is not read, and a client that waits for
+    // `100 Continue` gets the response at once.
+    let mut connection = connect(&fixture.server);
+    send(
+        &mut connection,
+        b"GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n",
+    );
+    let response = read_response(&mut connection);
+    assert_eq!(response.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(response.header("connection"), Some("close"));
+    assert_closed(&mut connection);
+
+    // An HTTP/1.0 POST has no body without a Content-Length.
+    let mut connection = connect(&fixture.server);
+    send(
+        &mut connection,
+        b"POST /v1/is-internal HTTP/1.0\r\nContent-Type: application/json\r\n\r\n",
+    );
+    let response = read_response(&mut connection);
+    assert_eq!(response.status_line, "HTTP/1.0 400 Bad Request");
+    let message = response.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("the body is empty (an HTTP/1.0 request needs a Content-Length"),
+        "{message}"
+    );
+
     // A body of 64 KiB is dropped and the connection stays open; a longer
     // one closes it, and the response says so.
     for (size, kept) in [(64 * 1024, true), (64 * 1024 + 1, false)] {

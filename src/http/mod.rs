@@ -133,6 +133,7 @@ fn classify_query(
 
 async fn is_internal_batch(
     State(state): State<Arc<AppState>>,
+    version: axum::http::Version,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, RequestError> {
@@ -159,10 +160,14 @@ async fn is_internal_batch(
     // serde_json rejects.
     let json = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
     if json.trim_ascii().is_empty() {
-        return Err(RequestError::InvalidJson(
-            "the body is empty (an HTTP/1.0 request needs a Content-Length for its body)"
-                .to_owned(),
-        ));
+        let problem = match version {
+            // HTTP/1.0 has no chunked bodies, so a body needs its length.
+            axum::http::Version::HTTP_10 => {
+                "the body is empty (an HTTP/1.0 request needs a Content-Length for its body)"
+            }
+            _ => "the body is empty",
+        };
+        return Err(RequestError::InvalidJson(problem.to_owned()));
     }
     // serde reads a struct from an array of its fields too, which the API
     // does not accept.
@@ -432,7 +437,14 @@ pub async fn drop_unused_body(
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let dropped = axum::body::to_bytes(body, MAX_DROPPED_BODY).await;
+    // A body declared longer than the limit is not read at all, so a client
+    // that waits for `100 Continue` sends none of it.
+    let dropped = match body.size_hint().lower() > MAX_DROPPED_BODY as u64 {
+        true => Err(()),
+        false => axum::body::to_bytes(body, MAX_DROPPED_BODY)
+            .await
+            .map_err(drop),
+    };
     let request = axum::extract::Request::from_parts(parts, Body::empty());
     let mut response = next.run(request).await;
     if dropped.is_err() {

@@ -79,7 +79,7 @@ def test_post_malformed_json_is_400(classifier, body):
     assert response.json()["error"].startswith("invalid JSON body")
 
 
-@pytest.mark.parametrize("body", ["", " \n"])
+@pytest.mark.parametrize("body", ["", " \n", "\ufeff"])
 def test_post_empty_body_is_400(classifier, body):
     response = requests.post(
         f"{classifier.http_url}/v1/is-internal",
@@ -89,8 +89,7 @@ def test_post_empty_body_is_400(classifier, body):
     )
     assert response.status_code == 400
     assert response.json()["error"] == (
-        "invalid JSON body: the body is empty (an HTTP/1.0 request needs a Content-Length for its body); "
-        'send {"ips": ["ADDRESS", ...]}'
+        'invalid JSON body: the body is empty; send {"ips": ["ADDRESS", ...]}'
     )
 
 
