@@ -269,9 +269,27 @@ pub struct LookupArgs {
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| {
-        "expected an IP address and a port, such as 127.0.0.1:50051 or [::1]:50051; host names such as localhost are not resolved".to_owned()
-    })
+    const EXAMPLE: &str = "such as 127.0.0.1:50051 or [::1]:50051";
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    if let Ok(ip) = text.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        return Err(format!(
+            "no port; add one, as in {}",
+            SocketAddr::new(ip, 50051)
+        ));
+    }
+    let ip_part = text
+        .rsplit_once(':')
+        .map(|(ip, _)| ip.trim_matches(['[', ']']));
+    if ip_part.is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_ok()) {
+        return Err(format!(
+            "the port must be a number from 0 to 65535, {EXAMPLE}"
+        ));
+    }
+    Err(format!(
+        "expected an IP address and a port, {EXAMPLE}; host names such as localhost are not resolved"
+    ))
 }
 
 fn parse_batch_size(text: &str) -> Result<usize, String> {

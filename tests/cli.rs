@@ -617,6 +617,20 @@ fn listen_address_with_host_name_is_explained() {
             "{stderr}"
         );
     }
+    for (value, problem) in [
+        ("127.0.0.1", "no port; add one, as in 127.0.0.1:50051"),
+        ("::1", "no port; add one, as in [::1]:50051"),
+        (
+            "127.0.0.1:99999",
+            "the port must be a number from 0 to 65535",
+        ),
+        ("[::1]:x", "the port must be a number from 0 to 65535"),
+    ] {
+        let output = run(&["serve", "--config", &config, "--listen", value]);
+        assert_eq!(output.status.code(), Some(2), "{value}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(problem), "{value}: {stderr}");
+    }
 }
 
 #[test]

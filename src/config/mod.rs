@@ -189,18 +189,34 @@ fn parse_with_limit(
     let mut reader = Reader::new(text, path, read_list, max_prefixes);
     match DeTable::parse_recoverable(text) {
         (_, syntax_errors) if !syntax_errors.is_empty() => {
+            let mut reported = Vec::new();
+            // The header of a table defined again, whose keys then clash too.
+            let mut repeated_table: Option<u32> = None;
             for error in syntax_errors {
                 let line = error.span().map(|span| reader.line_of(span));
                 let mut message = error.message().trim_end().to_owned();
                 // toml's message does not name the key, which its span covers.
-                if message == "duplicate key" {
-                    if let Some(key) = error.span().and_then(|span| text.get(span)) {
+                if let (Some(span), Some(line), "duplicate key") = (error.span(), line, &*message) {
+                    let key = first_chars(text.get(span).unwrap_or_default(), 64);
+                    let header = reader.line_text(line).trim();
+                    if header.starts_with('[') {
+                        repeated_table = Some(line);
                         message = format!(
-                            "duplicate key `{}`; each key may appear once in a table, so keep one of them",
-                            first_chars(key, 64)
+                            "table `{}` appears twice; merge the two sections into one",
+                            first_chars(header, 64)
+                        );
+                    } else if repeated_table.is_some_and(|table| reader.same_table(table, line)) {
+                        continue;
+                    } else {
+                        message = format!(
+                            "duplicate key `{key}`; each key may appear once in a table, so keep one of them"
                         );
                     }
                 }
+                if reported.contains(&(line, message.clone())) {
+                    continue;
+                }
+                reported.push((line, message.clone()));
                 reader.error_at_line(line, Problem::Syntax(message));
             }
         }
@@ -275,6 +291,29 @@ impl<'a> Reader<'a> {
         let start = span.start.min(self.text.len());
         let line = self.line_starts.partition_point(|&at| at <= start);
         u32::try_from(line).unwrap_or(u32::MAX)
+    }
+
+    /// Returns the text of line `line`, counted from 1.
+    fn line_text(&self, line: u32) -> &str {
+        let index = line as usize;
+        let start = self
+            .line_starts
+            .get(index.wrapping_sub(1))
+            .copied()
+            .unwrap_or(0);
+        let end = self
+            .line_starts
+            .get(index)
+            .copied()
+            .unwrap_or(self.text.len());
+        self.text.get(start..end).unwrap_or_default()
+    }
+
+    /// Tells whether line `later` belongs to the table whose header is on
+    /// line `header`: no other header comes between them.
+    fn same_table(&self, header: u32, later: u32) -> bool {
+        later > header
+            && (header + 1..later).all(|line| !self.line_text(line).trim_start().starts_with('['))
     }
 
     fn location(&self, span: Range<usize>) -> Location {

@@ -516,14 +516,22 @@ fn duplicate_key_is_named() {
             "keep one of them",
         ],
     );
-    // A repeated table header names the table, and its keys clash too.
-    let errors = rejected(
+    // A repeated table is named once, without errors for its keys.
+    assert_one_error(
         "[sets.lan]\ninternal = true\nnetworks = []\n\n[sets.lan]\ninternal = false\n",
+        5,
+        &["invalid TOML: table `[sets.lan]` appears twice; merge the two sections into one"],
+    );
+    // A key repeated in a later table is still reported.
+    let errors = rejected(
+        "[sets.lan]\ninternal = true\n[sets.lan]\n[sets.b]\ninternal = true\ninternal = true\n",
         &[],
     );
-    assert_eq!(errors[0].location.line, Some(5), "{errors:?}");
-    let message = errors[0].to_string();
-    assert!(message.contains("duplicate key `lan`;"), "{message}");
+    let lines: Vec<_> = errors.iter().map(|error| error.location.line).collect();
+    assert_eq!(lines, [Some(3), Some(6)], "{errors:?}");
+    // One error that toml reports twice is listed once.
+    let errors = rejected("sets = { a = { internal = true } }\n[sets.wan]\n", &[]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
 }
 
 /// Cutting the example config at every byte never yields a table without
