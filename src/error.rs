@@ -28,7 +28,7 @@ pub enum RequestError {
     BodyTooLarge(usize),
     #[error("{0}")]
     BodyStalled(String),
-    #[error("failed to read the request body: {0}")]
+    #[error("failed to read the request body: {0}; check its framing: a Content-Length that matches the body, or well-formed chunks")]
     BodyRead(String),
 }
 

@@ -129,6 +129,8 @@ pub enum Problem {
     },
     #[error("set {0:?} has no prefixes")]
     EmptySet(String),
+    #[error("set {0:?} names an empty path in `files`; name a list file, relative to this config's folder")]
+    EmptyFileName(String),
     #[error("list file {path} is named again in set {set:?} (first at {first}); it is read once, so remove the repeat")]
     RepeatedFile {
         path: PathBuf,

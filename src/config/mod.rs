@@ -560,8 +560,13 @@ impl<'a> Reader<'a> {
                 self.wrong_type(what, "a string", item).unwrap_or(());
                 continue;
             };
+            if name.is_empty() {
+                let problem = Problem::EmptyFileName(self.set_name(set).to_owned());
+                self.error_at(item.span(), problem);
+                continue;
+            }
             // Without `.` parts, `office.txt` and `./office.txt` are one file.
-            let list_path: PathBuf = self
+            let mut list_path: PathBuf = self
                 .path
                 .parent()
                 .unwrap_or(Path::new(""))
@@ -569,6 +574,9 @@ impl<'a> Reader<'a> {
                 .components()
                 .filter(|part| part != &std::path::Component::CurDir)
                 .collect();
+            if list_path.as_os_str().is_empty() {
+                list_path = PathBuf::from(".");
+            }
             if let Some((first_set, first_span)) = self.named_files.get(&list_path).cloned() {
                 self.report_named_again(list_path, set, item.span(), first_set, first_span);
                 continue;

@@ -507,6 +507,15 @@ fn truncated_toml_is_syntax_error_with_line() {
 }
 
 #[test]
+fn empty_file_name_is_error() {
+    assert_one_error(
+        "[sets.lan]\ninternal = true\nfiles = [\"\"]\n",
+        3,
+        &["set \"lan\" names an empty path in `files`; name a list file"],
+    );
+}
+
+#[test]
 fn duplicate_key_is_named() {
     assert_one_error(
         "[sets.lan]\ninternal = true\nnetworks = [\"10.0.0.0/8\"]\nnetworks = [\"10.1.0.0/16\"]\n",
