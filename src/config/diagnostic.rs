@@ -64,8 +64,12 @@ impl fmt::Display for Location {
 pub enum Problem {
     #[error("cannot read {path}: {reason}; check that the file exists and is readable")]
     Unreadable { path: PathBuf, reason: String },
-    #[error("cannot read {path}: the file is not valid UTF-8 at byte offset {offset}; save the file as UTF-8")]
-    NotUtf8 { path: PathBuf, offset: usize },
+    #[error("cannot read {path}: line {line} is not valid UTF-8 (byte offset {offset}); save the file as UTF-8")]
+    NotUtf8 {
+        path: PathBuf,
+        offset: usize,
+        line: usize,
+    },
     #[error("cannot read {path}: the file is larger than the {max_mib} MiB limit; split its prefixes across several list files under `files`")]
     TooLarge { path: PathBuf, max_mib: u64 },
     #[error("cannot read {path}: it is not a regular file but a folder, FIFO, socket or device; name a regular file")]

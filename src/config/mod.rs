@@ -89,7 +89,7 @@ pub fn load_timing_reads(path: &Path) -> (Result<Loaded, ConfigErrors>, Instant)
 
 /// Reads a UTF-8 file of at most [`MAX_FILE_BYTES`] bytes. A larger file
 /// fails with [`io::ErrorKind::FileTooLarge`], text that is not UTF-8 with
-/// [`io::ErrorKind::InvalidData`] around a [`std::str::Utf8Error`], and
+/// [`io::ErrorKind::InvalidData`] around a [`NotUtf8`], and
 /// anything but a regular file (after symlinks) with
 /// [`io::ErrorKind::InvalidInput`].
 fn read_bounded(path: &Path) -> io::Result<String> {
@@ -105,8 +105,21 @@ fn read_bounded(path: &Path) -> io::Result<String> {
             format!("file is larger than {MAX_FILE_BYTES} bytes"),
         ));
     }
-    String::from_utf8(bytes)
-        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.utf8_error()))
+    String::from_utf8(bytes).map_err(|error| {
+        let offset = error.utf8_error().valid_up_to();
+        let valid = &error.as_bytes()[..offset];
+        let line = 1 + valid.iter().filter(|&&byte| byte == b'\n').count();
+        io::Error::new(io::ErrorKind::InvalidData, NotUtf8 { offset, line })
+    })
+}
+
+/// Error of [`read_bounded`] for text that is not UTF-8: where the first
+/// invalid byte is.
+#[derive(Debug, thiserror::Error)]
+#[error("not valid UTF-8 at byte offset {offset}, line {line}")]
+struct NotUtf8 {
+    offset: usize,
+    line: usize,
 }
 
 /// Opens `path` for reading if it is a regular file. The open does not
@@ -132,12 +145,11 @@ struct NotRegularFile;
 
 /// Describes a failed read of `path`, with advice that fits the cause.
 fn read_problem(path: PathBuf, error: &io::Error) -> Problem {
-    let utf8_error = error
+    if let Some(&NotUtf8 { offset, line }) = error
         .get_ref()
-        .and_then(|inner| inner.downcast_ref::<std::str::Utf8Error>());
-    if let Some(utf8_error) = utf8_error {
-        let offset = utf8_error.valid_up_to();
-        return Problem::NotUtf8 { path, offset };
+        .and_then(|inner| inner.downcast_ref::<NotUtf8>())
+    {
+        return Problem::NotUtf8 { path, offset, line };
     }
     if error
         .get_ref()
