@@ -341,11 +341,22 @@ async fn count_grpc_call(api: Api, request: Request, next: Next) -> Response {
         });
     };
     let code = end_call(unfinished, code, &ended, response.headers());
-    if matches!(
-        code,
-        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
-    ) {
-        advise_smaller_batches(response.headers_mut());
+    match code {
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
+            // Percent-encoded as grpc-message requires.
+            advise(
+                response.headers_mut(),
+                "%3B%20split%20the%20batch%20or%20raise%20--max-batch-size",
+            );
+        }
+        // tonic's message names an encoding it lacks, but not the one it has.
+        tonic::Code::Unimplemented if response.headers().contains_key("grpc-accept-encoding") => {
+            advise(
+                response.headers_mut(),
+                "%3B%20send%20gzip%20or%20uncompressed%20messages",
+            );
+        }
+        _ => {}
     }
     response
 }
@@ -613,16 +624,13 @@ fn client_ended(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Adds what to do to the message of a request that tonic rejected as too
-/// large, which names only the sizes.
-fn advise_smaller_batches(headers: &mut HeaderMap) {
-    // Percent-encoded as grpc-message requires, with spaces as tonic writes
-    // them.
-    const ADVICE: &str = "%3B%20split%20the%20batch%20or%20raise%20--max-batch-size";
+/// Appends `advice`, percent-encoded, to the `grpc-message` of a status
+/// that tonic wrote without saying what to do.
+fn advise(headers: &mut HeaderMap, advice: &str) {
     let Some(message) = headers.get("grpc-message") else {
         return;
     };
-    let advised = [message.as_bytes(), ADVICE.as_bytes()].concat();
+    let advised = [message.as_bytes(), advice.as_bytes()].concat();
     if let Ok(value) = HeaderValue::from_bytes(&advised) {
         headers.insert("grpc-message", value);
     }

@@ -300,6 +300,21 @@ async fn grpc_timeout_ends_stalled_call() {
 }
 
 #[tokio::test]
+async fn unsupported_compression_names_gzip() {
+    let (_dir, server) = start("limits-grpc-deflate", &[]);
+    let path = "/ipclass.v1.IpClassifier/GetTableInfo";
+    let headers = [("grpc-encoding", "deflate")];
+    let (code, message) =
+        common::grpc_raw_request(&server, path, &headers, vec![1, 0, 0, 0, 0], true).await;
+    assert_eq!(code, "12", "UNIMPLEMENTED: {message}");
+    assert!(message.contains("deflate"), "{message}");
+    assert!(
+        message.ends_with("%3B%20send%20gzip%20or%20uncompressed%20messages"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn malformed_grpc_timeout_is_named() {
     let (_dir, server) = start("limits-grpc-timeout-malformed", &[]);
     let path = "/ipclass.v1.IpClassifier/GetTableInfo";
