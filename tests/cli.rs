@@ -298,6 +298,24 @@ fn check_rejects_list_file_not_regular() {
     assert!(text(&output.stderr).contains("not a regular file"));
 }
 
+/// A config that is not UTF-8 is reported at the line of the first bad byte.
+#[test]
+fn check_rejects_config_not_utf8() {
+    let dir = TempDir::new("cli-latin1");
+    let path = dir.path.join("ipclass.toml");
+    std::fs::write(&path, b"[sets.a]\ninternal = true\n# caf\xe9\n").unwrap();
+    let config = path.display().to_string();
+    let output = run(&["check", "--config", &config]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{config}:3: cannot read {config}: line 3 is not valid UTF-8 (byte offset 30)"
+        )),
+        "{stderr}"
+    );
+}
+
 /// A list file saved in another encoding, such as Latin-1, gets advice to
 /// re-save it rather than to check that it exists.
 #[test]

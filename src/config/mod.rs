@@ -62,14 +62,20 @@ pub fn load_timing_reads(path: &Path) -> (Result<Loaded, ConfigErrors>, Instant)
     let text = match read_bounded(path) {
         Ok(text) => text,
         Err(error) => {
+            let problem = read_problem(path.to_owned(), &error);
+            // Text that is not UTF-8 has a line in the config itself.
+            let line = match problem {
+                Problem::NotUtf8 { line, .. } => u32::try_from(line).ok(),
+                _ => None,
+            };
             let errors = ConfigErrors {
                 path: path.to_owned(),
                 errors: vec![Diagnostic {
                     location: Location {
                         path: path.to_owned(),
-                        line: None,
+                        line,
                     },
-                    problem: read_problem(path.to_owned(), &error),
+                    problem,
                 }],
                 omitted_errors: 0,
                 warnings: Vec::new(),
