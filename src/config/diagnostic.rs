@@ -115,6 +115,8 @@ pub enum Problem {
         count: usize,
         max: usize,
     },
+    #[error("{path}: more than {read} prefixes read before this file, counting repeats, so the rest are not read; remove repeated lines, or split the sets across ipclass instances")]
+    TooManyRecords { path: PathBuf, read: usize },
     #[error("too many {what}: at most {max} are supported")]
     TooMany { what: &'static str, max: u64 },
     #[error("host bits are set in {written}; using {network}")]

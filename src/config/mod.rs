@@ -601,6 +601,17 @@ impl<'a> Reader<'a> {
             }
             self.named_files
                 .insert(list_path.clone(), (set, item.span()));
+            // Repeats are removed only at the end, so they count here too,
+            // which bounds the memory that repeated lines can take.
+            let read = self.spec.prefix_count();
+            if read > self.max_prefixes.saturating_mul(2) {
+                let problem = Problem::TooManyRecords {
+                    path: list_path,
+                    read: self.max_prefixes.saturating_mul(2),
+                };
+                self.error_at(item.span(), problem);
+                continue;
+            }
             match (self.read_list)(&list_path) {
                 Ok(contents) => self.read_list_file(set, list_path, &contents, item.span()),
                 Err(error) => self.error_at(item.span(), read_problem(list_path, &error)),

@@ -970,6 +970,27 @@ fn prefix_limit_per_family() {
     );
 }
 
+#[test]
+fn repeated_lines_stop_reading_at_bound() {
+    // With a limit of 2 per family, 4 lines are read at most, repeats
+    // included, before the next file.
+    let text = "[sets.lan]\ninternal = true\nfiles = [\"a.txt\", \"b.txt\"]\n";
+    let path = Path::new(CONFIG);
+    let mut lists = |file: &Path| -> io::Result<String> {
+        assert!(file.ends_with("a.txt"), "{} is not read", file.display());
+        Ok("10.0.0.0/8\n".repeat(5))
+    };
+    let errors = parse_with_limit(text, path, &mut lists, 2).expect_err("over the bound");
+    let messages = messages(&errors.errors);
+    assert!(
+        messages.iter().any(|message| message.ends_with(
+            "b.txt: more than 4 prefixes read before this file, counting repeats, so the rest are not read; \
+             remove repeated lines, or split the sets across ipclass instances"
+        )),
+        "{messages:?}"
+    );
+}
+
 const LIST_SET: &str = "[sets.lan]\ninternal = true\nfiles = [\"lan.txt\"]\n";
 
 #[test]
