@@ -429,6 +429,7 @@ impl hyper::body::Body for CountedBody {
         if !ends {
             return Poll::Ready(frame);
         }
+
         let Some(unfinished) = this.unfinished.take() else {
             return Poll::Ready(frame);
         };
@@ -440,6 +441,7 @@ impl hyper::body::Body for CountedBody {
                 frame = Some(Ok(Frame::trailers(trailers)));
             }
         }
+
         let empty = HeaderMap::new();
         let trailers = match &frame {
             Some(Ok(frame)) => frame.trailers_ref().unwrap_or(&empty),
@@ -527,9 +529,9 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// Where a request body stands in gRPC's framing, in which each message is
-/// a 5-byte prefix (a compression flag and a big-endian length) and then
-/// that many bytes.
+/// Position of a request body in gRPC's framing. Each message is a 5-byte
+/// prefix (a compression flag and a big-endian length), then that many
+/// bytes.
 #[derive(Debug, Default)]
 struct Framing {
     messages: u32,
@@ -661,8 +663,8 @@ fn is_grpc_service_path(path: &str) -> bool {
         .any(|service| path.starts_with(service))
 }
 
-/// The status of a call to a method that a served service lacks, which
-/// tonic answers with an empty message.
+/// Returns the status for a call to a method that a served service lacks,
+/// for which tonic returns an empty message.
 fn unimplemented_method(path: &str) -> Option<tonic::Status> {
     const METHODS: [&str; 4] = [
         "IsInternal, IsInternalPacked and GetTableInfo",

@@ -346,8 +346,8 @@ fn http10_and_get_with_body() {
         "{message}"
     );
 
-    // A body of 64 KiB is dropped and the connection stays open; a longer
-    // one closes it, and the response says so.
+    // A body of 64 KiB is dropped and the connection stays open. A longer
+    // one closes it, with `Connection: close` on the response.
     for (size, kept) in [(64 * 1024, true), (64 * 1024 + 1, false)] {
         let mut connection = connect(&fixture.server);
         let mut bytes = format!(

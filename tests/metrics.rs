@@ -847,8 +847,8 @@ fn calls_count_by_how_they_end() {
     });
     await_code_count(&server, api, "CANCELLED", 1.0);
 
-    // A batch of 65,536 addresses that takes longer than its 1 ms deadline
-    // to answer: the response fails, though the method finished.
+    // A batch of 65,536 addresses takes longer than its 1 ms deadline to
+    // classify, so the response fails, though the method finished.
     let mut message = Vec::new();
     for n in 0..65_536u32 {
         let address = Ipv4Addr::from(0x0a00_0000 + n).to_string();

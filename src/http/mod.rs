@@ -379,8 +379,8 @@ pub async fn metrics_not_found(method: Method, uri: Uri) -> Response {
     error_response(StatusCode::NOT_FOUND, message)
 }
 
-/// The request target to quote: the path, or the whole target of a request
-/// that has none, such as `CONNECT host:port`.
+/// Returns the request target to quote: the path, or the whole target of a
+/// request that has none, such as `CONNECT host:port`.
 fn target(uri: &Uri) -> Cow<'_, str> {
     match uri.path() {
         "" => Cow::Owned(uri.to_string()),
@@ -422,9 +422,9 @@ pub async fn close_when_shutting_down(
 const MAX_DROPPED_BODY: usize = 64 * 1024;
 
 /// Reads and drops the body of a `GET` or `HEAD` request, which no route
-/// uses. Hyper would close the connection after the response when the body
-/// is left unread, without saying so; a body over [`MAX_DROPPED_BODY`], or
-/// one that fails, closes it with `Connection: close`.
+/// uses, because hyper closes the connection without saying so when a body
+/// is left unread. A body over [`MAX_DROPPED_BODY`], or one that fails,
+/// closes it with `Connection: close`.
 pub async fn drop_unused_body(
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -522,7 +522,7 @@ pub fn transfer_coding_rejection<B>(request: &axum::http::Request<B>) -> Option<
 /// Tells whether `value` may be a `Host` header: empty, or a host and an
 /// optional port as RFC 3986 writes them. The host is an IPv6 address in
 /// brackets, or a name or IPv4 address of unreserved characters,
-/// sub-delimiters and percent-escapes; the port is at most 65535.
+/// sub-delimiters and percent-escapes. The port is at most 65535.
 pub fn valid_host(value: &[u8]) -> bool {
     if value.is_empty() {
         return true;
