@@ -132,6 +132,7 @@ fn name_non_utf8(mut error: clap::Error, args: &[OsString]) -> clap::Error {
                 })
             })
             .collect();
+        variables.sort_unstable();
         variables.dedup();
         if variables.is_empty() {
             return error;

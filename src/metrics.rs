@@ -244,7 +244,7 @@ fn write_table_prefixes(text: &mut String, table: &Table) {
 
 /// Counts `ipclass_requests_total` and `ipclass_request_duration_seconds`
 /// for every HTTP request, including rejected ones and 404 fallbacks, and
-/// for every failed call of the classifier's gRPC methods.
+/// for every call of the classifier's gRPC methods.
 pub async fn count_http(request: Request, next: Next) -> Response {
     let grpc = is_grpc(request.headers());
     if grpc && request.version() == axum::http::Version::HTTP_2 {
@@ -323,10 +323,7 @@ async fn count_grpc_call(api: Api, request: Request, next: Next) -> Response {
         .into_http(),
         Some(Ok(timeout)) => match tokio::time::timeout(timeout, next.run(request)).await {
             Ok(response) => response,
-            Err(_) => tonic::Status::deadline_exceeded(format!(
-                "the call did not finish within its grpc-timeout of {timeout:?}"
-            ))
-            .into_http(),
+            Err(_) => deadline_exceeded(timeout).into_http(),
         },
         None => next.run(request).await,
     };
@@ -433,8 +430,8 @@ impl hyper::body::Body for CountedBody {
         let Some(unfinished) = this.unfinished.take() else {
             return Poll::Ready(frame);
         };
-        // A call that succeeded after its deadline fails, as the client,
-        // which has stopped waiting, expects.
+        // A response that ends after the deadline fails the call, because
+        // its client has stopped waiting.
         if let Some(status) = unfinished.past_deadline() {
             let mut trailers = HeaderMap::new();
             if status.add_header(&mut trailers).is_ok() {
@@ -465,8 +462,7 @@ impl hyper::body::Body for CountedBody {
 
 /// Parses a `grpc-timeout` header value: up to 8 digits and a unit (`H`,
 /// `M`, `S`, `m`, `u` or `n`), as the gRPC over HTTP/2 specification
-/// defines it. Returns `None` for any other value, which leaves the call
-/// without a deadline.
+/// defines it. Returns `None` for any other value, which fails the call.
 fn grpc_timeout(value: &[u8]) -> Option<Duration> {
     let (&unit, digits) = value.split_last()?;
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
@@ -499,12 +495,15 @@ impl Unfinished {
     /// Returns the status for a call whose `grpc-timeout` has passed.
     fn past_deadline(&self) -> Option<tonic::Status> {
         let timeout = self.timeout?;
-        (self.started.elapsed() >= timeout).then(|| {
-            tonic::Status::deadline_exceeded(format!(
-                "the call did not finish within its grpc-timeout of {timeout:?}"
-            ))
-        })
+        (self.started.elapsed() >= timeout).then(|| deadline_exceeded(timeout))
     }
+}
+
+/// Returns the status of a call that outlasted its `grpc-timeout`.
+fn deadline_exceeded(timeout: Duration) -> tonic::Status {
+    tonic::Status::deadline_exceeded(format!(
+        "the call did not finish within its grpc-timeout of {timeout:?}"
+    ))
 }
 
 impl Drop for Unfinished {
@@ -547,9 +546,9 @@ impl Framing {
     fn feed(&mut self, mut bytes: &[u8]) -> u32 {
         while let Some((&byte, rest)) = bytes.split_first() {
             if self.payload_left > 0 {
-                let taken = self.payload_left.min(bytes.len());
-                self.payload_left -= taken;
-                bytes = &bytes[taken..];
+                let skipped = self.payload_left.min(bytes.len());
+                self.payload_left -= skipped;
+                bytes = &bytes[skipped..];
                 continue;
             }
             if self.prefix_seen == 0 {
@@ -924,7 +923,8 @@ fn verdict_index(verdict: Verdict) -> usize {
 mod tests {
     use super::*;
 
-    /// Frames `payload` as one gRPC message: the 5-byte prefix, then it.
+    /// Frames `payload` as one gRPC message: the 5-byte prefix, then the
+    /// payload.
     fn message(payload: &[u8]) -> Vec<u8> {
         let mut bytes = vec![0];
         bytes.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());

@@ -370,7 +370,7 @@ fn http10_and_get_with_body() {
 }
 
 #[test]
-fn host_header_must_appear_once_and_be_valid() {
+fn host_header_once_and_valid() {
     let fixture = start();
     let mut connection = connect(&fixture.server);
     let requests = [

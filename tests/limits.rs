@@ -361,7 +361,7 @@ async fn unknown_grpc_methods_are_named() {
 }
 
 #[tokio::test]
-async fn grpc_call_without_post_is_refused() {
+async fn grpc_call_without_post_rejected() {
     let (_dir, server) = start("limits-grpc-put", &[]);
     let tcp = tokio::net::TcpStream::connect(server.address)
         .await
@@ -387,7 +387,8 @@ async fn grpc_call_without_post_is_refused() {
         assert_eq!(headers["grpc-message"], expected.as_str());
     }
 
-    // Without the gRPC content type it gets 415, and a HEAD no body.
+    // Without the gRPC content type it gets 415, and a HEAD response has
+    // no body.
     let request = axum::http::Request::head(format!(
         "http://{}/ipclass.v1.IpClassifier/IsInternal",
         server.address

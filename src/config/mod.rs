@@ -208,7 +208,8 @@ fn parse_with_limit(
     match DeTable::parse_recoverable(text) {
         (_, syntax_errors) if !syntax_errors.is_empty() => {
             let mut reported = Vec::new();
-            // The header of a table defined again, whose keys then clash too.
+            // Line of the header of a table defined twice. toml reports the
+            // keys under it as duplicates too.
             let mut repeated_table: Option<u32> = None;
             for error in syntax_errors {
                 let line = error.span().map(|span| reader.line_of(span));

@@ -156,7 +156,7 @@ def test_second_request_message_is_rejected(ipclass_stubs, classifier, method, r
     pb2, _ = ipclass_stubs
     request, response = getattr(pb2, request_type), getattr(pb2, response_type)
     with grpc.insecure_channel(classifier.address) as channel:
-        # The stubs call these methods as unary; a raw stream call can send more.
+        # The stubs call these methods as unary, so a raw stream call sends two.
         call = channel.stream_unary(
             f"/ipclass.v1.IpClassifier/{method}",
             request_serializer=request.SerializeToString,

@@ -118,7 +118,7 @@ def test_health_and_readiness(classifier):
     "method, headers",
     [("POST", {"Content-Type": "application/json"}), ("GET", {})],
 )
-def test_grpc_method_without_grpc_content_type_is_415(classifier, method, headers):
+def test_grpc_path_without_grpc_type_is_415(classifier, method, headers):
     response = requests.request(
         method,
         f"{classifier.http_url}/ipclass.v1.IpClassifier/IsInternal",
