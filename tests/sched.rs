@@ -85,10 +85,15 @@ fn reload_thread_runs_with_kernel_slice() {
     server.wait_for_log(|line| line["message"] == "table reloaded");
     // The blocking thread that ran the reload stays for tokio's keep-alive
     // of 10 s after it.
+    // Threads started from a worker, such as further blocking threads,
+    // keep 100us; only the reset gives a thread the kernel's slice.
     let slices = runtime_slices(server.pid());
     let short = slices.iter().filter(|&&slice| slice == 100_000).count();
-    assert_eq!(short, 2, "only the two workers run with 100us: {slices:?}");
-    assert!(slices.len() > 2, "the reload thread is missing: {slices:?}");
+    assert!(short >= 2, "the two workers run with 100us: {slices:?}");
+    assert!(
+        slices.iter().any(|&slice| slice != 100_000),
+        "no thread runs with the kernel's slice, so the reload thread kept 100us: {slices:?}"
+    );
 }
 
 #[test]
