@@ -946,3 +946,51 @@ fn head_counts_as_its_route() {
     let lookups = [("api", "http_get"), ("verdict", "internal")];
     assert_eq!(scrape.value("ipclass_lookups_total", &lookups), 1.0);
 }
+
+#[test]
+fn malformed_heads_are_counted() {
+    let dir = TempDir::new("metrics-malformed");
+    let config = dir.write("ipclass.toml", CONFIG);
+    let server = Server::start(&config, &[]);
+    let mut too_many = "GET /healthz HTTP/1.1\r\nHost: x\r\n".to_owned();
+    for field in 0..100 {
+        too_many.push_str(&format!("X-Field-{field}: 1\r\n"));
+    }
+    too_many.push_str("\r\n");
+
+    let heads: [&[u8]; 4] = [
+        b"GET /v1/is-internal?ip=10.0.0.1 HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n",
+        b"G@T / HTTP/1.1\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00",
+        too_many.as_bytes(),
+    ];
+    for head in heads {
+        let mut connection = std::net::TcpStream::connect(server.address).unwrap();
+        connection
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        std::io::Write::write_all(&mut connection, head).unwrap();
+        let mut reply = Vec::new();
+        std::io::Read::read_to_end(&mut connection, &mut reply).expect("server closes");
+        assert!(reply.starts_with(b"HTTP/1.1 4"), "{reply:?}");
+    }
+
+    let scrape = Scrape::parse(&scrape_text(&server.url("/metrics")));
+    for (code, expected) in [("400", 3.0), ("431", 1.0)] {
+        let labels = [("api", "http_other"), ("code", code)];
+        assert_eq!(
+            scrape.value("ipclass_requests_total", &labels),
+            expected,
+            "{code}"
+        );
+    }
+
+    // The scrape's own request is counted after its body is rendered.
+    assert_eq!(
+        scrape.value(
+            "ipclass_request_duration_seconds_count",
+            &[("api", "http_other")]
+        ),
+        4.0
+    );
+}

@@ -9,6 +9,10 @@
 //! not parse) the connection and every byte not yet handled go to hyper,
 //! which serves the rest of the connection. Responses are those of the
 //! axum route, byte for byte apart from the date.
+//!
+//! A head that hyper would reject with an empty 400 or 431 response gets
+//! that status here, with a JSON body that quotes the bad line, and is
+//! counted under `http_other`.
 
 use std::cell::RefCell;
 use std::io;
@@ -28,7 +32,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::http::json::TYPICAL_ANSWER_LEN;
-use crate::http::{answer_one, valid_host};
+use crate::http::{answer_one, error_body, shortened, valid_host};
 use crate::metrics::{self, Api};
 use crate::server::drained;
 use crate::state::AppState;
@@ -41,6 +45,13 @@ const MAX_HEADERS: usize = 32;
 /// Buffered bytes without a complete request head after which the
 /// connection goes to hyper, which applies its own limits to such a head.
 const MAX_BUFFERED: usize = 16 * 1024;
+
+/// Maximum number of headers that hyper accepts in a request; a head with
+/// more gets 431.
+const HYPER_MAX_HEADERS: usize = 100;
+
+/// The HTTP/2 connection preface that a client with prior knowledge sends.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Final state of a connection that [`serve`] returns.
 pub enum Outcome {
@@ -102,6 +113,19 @@ pub async fn serve(
                     input.advance(len);
                     served = true;
                 }
+                Parsed::Malformed { status, message } => {
+                    let started = Instant::now();
+                    body.clear();
+                    // A response to HEAD has no body. A head whose request
+                    // line is itself bad gets one.
+                    if !input.starts_with(b"HEAD ") {
+                        body.extend_from_slice(&error_body(&message));
+                    }
+                    let finished = Instant::now();
+                    write_response(&mut output, status, &body, true, finished);
+                    metrics::record_http_status(Api::HttpOther, status, finished - started);
+                    close = true;
+                }
                 Parsed::Partial => break,
                 Parsed::Other => {
                     handoff = true;
@@ -162,6 +186,9 @@ enum Parsed {
     Partial,
     /// Anything that hyper serves.
     Other,
+    /// A head that does not parse. The response has `status` and
+    /// `message`, and the connection closes.
+    Malformed { status: StatusCode, message: String },
 }
 
 fn parse(input: &[u8]) -> Parsed {
@@ -171,16 +198,16 @@ fn parse(input: &[u8]) -> Parsed {
         // timeout, so a part of one waits here, under the header timeout.
         return if GET.starts_with(input) || preface_pending(input) {
             Parsed::Partial
-        } else {
+        } else if input.starts_with(PREFACE) {
             Parsed::Other
+        } else {
+            check_head(input)
         };
     }
-    // Another target goes to hyper before its head is complete, so a slow
-    // request for another route is served entirely by hyper.
     let target = &input[GET.len()..];
     let known = target.len().min(ROUTE.len());
     if target[..known] != ROUTE.as_bytes()[..known] {
-        return Parsed::Other;
+        return check_head(input);
     }
 
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -188,7 +215,8 @@ fn parse(input: &[u8]) -> Parsed {
     let len = match request.parse(input) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Other,
+        Err(httparse::Error::TooManyHeaders) => return check_head(input),
+        Err(error) => return malformed(input, error),
     };
     let (Some(1), Some(target)) = (request.version, request.path) else {
         return Parsed::Other;
@@ -253,11 +281,93 @@ fn parse(input: &[u8]) -> Parsed {
     }
 }
 
+/// Parses a head that is not a GET of the route, with hyper's limit on
+/// headers. A complete head goes to hyper and an incomplete one waits for
+/// more bytes. One that hyper would reject gets its response here.
+fn check_head(input: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; HYPER_MAX_HEADERS];
+    match httparse::Request::new(&mut headers).parse(input) {
+        Ok(httparse::Status::Complete(_)) => Parsed::Other,
+        Ok(httparse::Status::Partial) => Parsed::Partial,
+        Err(error) => malformed(input, error),
+    }
+}
+
+/// Returns the response to a head that httparse rejects with `error`. It
+/// quotes the line at fault when a single line is at fault.
+fn malformed(input: &[u8], error: httparse::Error) -> Parsed {
+    if error == httparse::Error::TooManyHeaders {
+        return Parsed::Malformed {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            message: format!(
+                "the request head has more than {HYPER_MAX_HEADERS} header fields; send fewer"
+            ),
+        };
+    }
+    // A TLS record starts with its content type, 22 for a handshake.
+    if input.first() == Some(&0x16) {
+        return Parsed::Malformed {
+            status: StatusCode::BAD_REQUEST,
+            message: "this is a TLS handshake, and this listener serves HTTP and gRPC without TLS; connect with http:// or plaintext gRPC, or put a TLS proxy in front".to_owned(),
+        };
+    }
+    let advice = match error {
+        httparse::Error::HeaderName => {
+            "write each header field as `Name: value`, with a name of letters, digits and !#$%&'*+-.^_`|~"
+        }
+        httparse::Error::HeaderValue => {
+            "header values may not contain control characters other than tab"
+        }
+        httparse::Error::NewLine => "end each line with CRLF",
+        _ => "start the request with a line such as `GET /v1/is-internal?ip=ADDRESS HTTP/1.1`",
+    };
+    let message = match bad_line(input) {
+        Some((number, line)) => format!(
+            "malformed request head, line {number} {:?}: {error}; {advice}",
+            shortened(&String::from_utf8_lossy(line)),
+        ),
+        None => format!("malformed request head: {error}; {advice}"),
+    };
+    Parsed::Malformed {
+        status: StatusCode::BAD_REQUEST,
+        message,
+    }
+}
+
+/// Finds the first line of a rejected head that httparse rejects on its
+/// own: the request line, or a header line. Returns its number, counting
+/// the request line as 1, and its text without the line ending.
+fn bad_line(input: &[u8]) -> Option<(usize, &[u8])> {
+    let mut lines = input.split(|&byte| byte == b'\n');
+    let first = lines.next()?;
+    let first = first.strip_suffix(b"\r").unwrap_or(first);
+    let mut request_line = first.to_vec();
+    request_line.extend_from_slice(b"\r\n\r\n");
+    if httparse::Request::new(&mut [])
+        .parse(&request_line)
+        .is_err()
+    {
+        return Some((1, first));
+    }
+    for (index, line) in lines.enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return None;
+        }
+        let mut header_line = line.to_vec();
+        header_line.extend_from_slice(b"\r\n\r\n");
+        let mut header = [httparse::EMPTY_HEADER; 1];
+        if httparse::parse_headers(&header_line, &mut header).is_err() {
+            return Some((index + 2, line));
+        }
+    }
+    None
+}
+
 /// Returns true while `input` is an unfinished HTTP/2 client preface: part
 /// of the connection preface, or the preface and part of the SETTINGS frame
 /// after it. Of a frame over 16 KiB, the default maximum, 16 KiB is awaited.
 pub fn preface_pending(input: &[u8]) -> bool {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     const FRAME_HEADER: usize = 9;
     if input.len() < PREFACE.len() {
         return PREFACE.starts_with(input);
@@ -461,6 +571,10 @@ mod tests {
             "GET",
             "GET /v1/is",
             "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost",
+            // Heads of other requests are complete before hyper gets them.
+            "GET /v1/table HTTP/1.1\r\nHost",
+            "GET /v1/x",
+            "POST /v1/is-internal HTTP/1.1\r\nHost: a\r\n",
         ] {
             assert_eq!(parse(input.as_bytes()), Parsed::Partial, "{input:?}");
         }
@@ -474,8 +588,6 @@ mod tests {
             "GEX /v1/is-internal HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.0\r\n\r\n",
             "GET /v1/table HTTP/1.1\r\nHost: a\r\n\r\n",
-            "GET /v1/table HTTP/1.1\r\nHost",
-            "GET /v1/x",
             "GET /v1/is-internal/ HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET /v1/is-internals?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET http://a/v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -484,8 +596,6 @@ mod tests {
             "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
             "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
             "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\ncontent-type: application/grpc\r\n\r\n",
-            "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\nbad header\r\n\r\n",
-            "GET  /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET /v1/is-internal?ip=1.2.3.4#x HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET /v1/is-internal?x=#&ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\n\r\n",
@@ -494,6 +604,40 @@ mod tests {
             "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\"b\r\n\r\n",
         ] {
             assert_eq!(parse(input.as_bytes()), Parsed::Other, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn parse_malformed_heads() {
+        for (input, status, line) in [
+            (
+                "GET /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\nbad header\r\n\r\n",
+                400,
+                "line 3 \"bad header\"",
+            ),
+            (
+                "GET  /v1/is-internal?ip=1.2.3.4 HTTP/1.1\r\nHost: a\r\n\r\n",
+                400,
+                "line 1 \"GET  /v1/is-internal?ip=1.2.3.4 HTTP/1.1\"",
+            ),
+            // A bad line is found before the head is complete.
+            ("POST /x HTTP/1.1\r\nHost: a\r\n\x7f: b\r\n", 400, "line 3 "),
+            (
+                "GET /x HTTP/1.1\nHost: a\nX: \x01\n\n",
+                400,
+                "line 3 \"X: \\u{1}\"",
+            ),
+        ] {
+            match parse(input.as_bytes()) {
+                Parsed::Malformed {
+                    status: got,
+                    message,
+                } => {
+                    assert_eq!(got.as_u16(), status, "{input:?}");
+                    assert!(message.contains(line), "{input:?}: {message}");
+                }
+                other => panic!("{input:?}: {other:?}"),
+            }
         }
     }
 
@@ -512,7 +656,7 @@ mod tests {
             whole.push(byte);
         }
         assert_eq!(parse(&whole), Parsed::Other);
-        assert_eq!(parse(b"PRX"), Parsed::Other);
+        assert_eq!(parse(b"PRX / HTTP/1.1\r\n\r\n"), Parsed::Other);
     }
 
     #[test]
@@ -521,8 +665,16 @@ mod tests {
         for n in 0..MAX_HEADERS {
             request.push_str(&format!("x-{n}: y\r\n"));
         }
-        request.push_str("\r\n");
-        assert_eq!(parse(request.as_bytes()), Parsed::Other);
+        assert_eq!(parse(format!("{request}\r\n").as_bytes()), Parsed::Other);
+        for n in MAX_HEADERS..HYPER_MAX_HEADERS {
+            request.push_str(&format!("x-{n}: y\r\n"));
+        }
+        match parse(format!("{request}\r\n").as_bytes()) {
+            Parsed::Malformed { status, .. } => {
+                assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

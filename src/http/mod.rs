@@ -63,7 +63,7 @@ pub fn error_response(status: StatusCode, message: String) -> Response {
 }
 
 /// Encodes the JSON body of an error: `{"error": message}`.
-fn error_body(message: &str) -> Vec<u8> {
+pub fn error_body(message: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({ "error": message })).expect("a JSON object always serializes")
 }
 
