@@ -18,7 +18,8 @@
 #
 # Writes everything under results/<UTC time>/ in this checkout: the generated
 # config, the server log, bench.txt (wrk/h2load), grpc.txt (h2load gRPC),
-# load.txt and load.csv (the load example with server CPU per address).
+# load.txt and load.csv (the load example with server CPU per address), and
+# targets.txt, which compares the results with the benchmark targets.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -66,6 +67,12 @@ TOML
   echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$out/machine.txt"
 
+# A server already on the port would pass the readiness check below in
+# place of this one.
+if (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  echo "bench-peers: port $port is in use; stop what listens there or pass --port" >&2
+  exit 1
+fi
 IPCLASS_WORKERS=${IPCLASS_WORKERS:-1} "$repo/target/release/ipclass" serve \
   --config "$out/homelab.toml" --listen "127.0.0.1:$port" 2>"$out/server.log" &
 server_pid=$!
@@ -99,4 +106,28 @@ if ((skip_peers == 0)); then
     --target python-grpc=127.0.0.1:18084 --target "ours=127.0.0.1:$port" | tee "$out/grpc.txt"
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
+
+# The targets that these runs measure, from the summaries above.
+{
+  batch_rate() {  # batch_rate FORM: addresses/s of the batch-1024 load of FORM
+    awk -v form="$1" '/^target / { hit = ($4 == form && $6 == 1024) }
+      hit && /^addresses\/s:/ { print $2; exit }' "$out/load.txt"
+  }
+  for form in Packed Text; do
+    floor=$([[ $form == Packed ]] && echo 20000000 || echo 5000000)
+    rate=$(batch_rate "$form")
+    verdict=$([[ -n $rate ]] && ((rate >= floor)) && echo met || echo "not met")
+    echo "target: gRPC $form batch 1024: ${rate:-none} addresses/s, at least $floor: $verdict"
+  done
+  if [[ -f $out/bench.txt ]]; then
+    awk '$1 == "nginx-geo" && $2 == "h1" && NF == 9 { nginx_p99 = $(NF - 2) }
+      $1 == "ours" && NF == 9 { ratio = $NF; p99 = $(NF - 2) }
+      END {
+        if (ratio == "" || nginx_p99 == "") { print "target: GET against nginx-geo: no summary"; exit }
+        printf "target: GET %.3fx nginx-geo, at least 1.0: %s; p99 %s ms against %s ms: %s\n",
+          ratio, (ratio >= 1.0 ? "met" : "not met"), p99, nginx_p99,
+          (p99 + 0 <= nginx_p99 + 0 ? "met" : "not met")
+      }' "$out/bench.txt"
+  fi
+} | tee "$out/targets.txt"
 echo "bench-peers: done; results in $out"

@@ -40,6 +40,12 @@ internal = true
 files = ["$peers/data/homelab.txt"]
 TOML
 
+# A server already on the port would pass the readiness check below in
+# place of this one.
+if (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  echo "get-slice-ab: port $port is in use; stop what listens there or pass --port" >&2
+  exit 1
+fi
 run() {  # run SLICE: one server with --sched-slice SLICE, then bench.sh
   local slice=$1 server
   "$repo/target/release/ipclass" serve --config "$config" --workers 1 \

@@ -11,8 +11,10 @@
 #   --port PORT     loopback port for ipclass (default 18096)
 #   --debounce DURATION  the server's --reload-debounce (default 50ms)
 # Environment: PEERS_DIR (the peer harness folder; default ../shared/peers).
-# Writes results/reload-<UTC time>/: the table, config, server log, and
-# steady.txt and reloading.txt from the load generator.
+# Writes results/reload-<UTC time>/: the config, server log, steady.txt and
+# reloading.txt from the load generator, and targets.txt, which compares
+# the results with the reload target. The table goes to results/ and is
+# reused by later runs.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,6 +44,12 @@ internal = true
 files = ["$table"]
 TOML
 
+# A server already on the port would pass the readiness check below in
+# place of this one.
+if (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  echo "reload-bench: port $port is in use; stop what listens there or pass --port" >&2
+  exit 1
+fi
 "$repo/target/release/ipclass" --log-format json serve --config "$out/large.toml" \
   --listen "127.0.0.1:$port" --reload-debounce "$debounce" 2>"$out/server.log" &
 server=$!
@@ -83,4 +91,22 @@ summary() {  # summary FIELD: median and max of a field of the reload log lines
 # second hash up to the swap.
 summary build_ms
 summary reload_ms
+
+# The reload target: every reload under 300 ms, p99 within 1.5x of steady
+# load, no failed request, at most 40 bytes per prefix.
+p99() { awk '/^latency ms:/ { for (i = 2; i < NF; i++) if ($i == "p99") print $(i + 1) }' "$out/$1.txt"; }
+failed() { awk '/^errors:/ { print $2 }' "$out/$1.txt"; }
+max_reload=$(grep '"table reloaded"' "$out/server.log" | tail -n +"$((before + 1))" \
+  | grep -o '"reload_ms":[0-9.]*' | sed 's/"reload_ms"://' | sort -n | tail -1)
+awk -v max="${max_reload:-}" -v steady="$(p99 steady)" -v reloading="$(p99 reloading)" \
+  -v failed="$(($(failed steady) + $(failed reloading)))" -v bytes="$((rss_kib * 1024 / prefixes))" '
+  function verdict(ok) { return ok ? "met" : "not met" }
+  BEGIN {
+    if (max == "") { print "target: no reload finished during the load: not met"; exit }
+    printf "target: slowest reload %.0f ms, under 300: %s\n", max, verdict(max < 300)
+    printf "target: p99 %.2fx of steady load (%s against %s ms), at most 1.5x: %s\n",
+      reloading / steady, reloading, steady, verdict(reloading <= 1.5 * steady)
+    printf "target: %d failed requests, none: %s\n", failed, verdict(failed == 0)
+    printf "target: %d bytes per prefix, at most 40: %s\n", bytes, verdict(bytes <= 40)
+  }' | tee "$out/targets.txt"
 echo "results in $out"

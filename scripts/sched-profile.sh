@@ -44,6 +44,12 @@ internal = true
 files = ["$peers/data/homelab.txt"]
 TOML
 log=$(mktemp)
+# A server already on the port would pass the readiness check below in
+# place of this one.
+if (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  echo "sched-profile: port $port is in use; stop what listens there or pass --port" >&2
+  exit 1
+fi
 "$repo/target/release/ipclass" serve --config "$config" --listen "127.0.0.1:$port" --workers 1 2>"$log" &
 server=$!
 trap 'kill $server 2>/dev/null; rm -f "$config" "$log"' EXIT
