@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use bytes::{Buf, BufMut, Bytes};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
@@ -96,6 +97,10 @@ enum Family {
 /// classify one batch over and over.
 const DISTINCT_BATCHES: usize = 16;
 
+/// Pause of a worker after a failed request, so that a server that has
+/// stopped does not turn the client into a busy loop on the shared cores.
+const RETRY_PAUSE: Duration = Duration::from_millis(10);
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
@@ -106,6 +111,11 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    anyhow::ensure!(args.threads > 0, "--threads must be at least 1");
+    anyhow::ensure!(
+        !args.duration.is_zero(),
+        "--duration must be longer than 0, such as 10s"
+    );
 
     let addresses = load_addresses(&args)?;
     let bodies = encode_batches(&addresses, &args);
@@ -333,7 +343,13 @@ async fn run(args: Args, bodies: Vec<Body>) -> anyhow::Result<()> {
         let endpoint = Endpoint::from_shared(format!("http://{}", args.target))?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5));
-        channels.push(endpoint.connect().await?);
+        let channel = endpoint.connect().await.with_context(|| {
+            format!(
+                "failed to connect to {}; start the server or correct --target",
+                args.target
+            )
+        })?;
+        channels.push(channel);
     }
     let path = match args.form {
         Form::Text => "/ipclass.v1.IpClassifier/IsInternal",
@@ -346,7 +362,15 @@ async fn run(args: Args, bodies: Vec<Body>) -> anyhow::Result<()> {
     let started = Instant::now();
     let tally = spawn_workers(&args, &channels, &bodies, path, args.duration).await;
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu_after = args.server_pid.map(server_cpu_seconds).transpose()?;
+    // A server that exited during the run has no CPU time to read, and the
+    // report still shows what the run measured.
+    let cpu_after = match args.server_pid.map(server_cpu_seconds).transpose() {
+        Ok(cpu) => cpu,
+        Err(error) => {
+            eprintln!("server CPU not measured: {error}");
+            None
+        }
+    };
 
     report(&args, &tally, elapsed);
     let mut cpu_per_address = None;
@@ -410,6 +434,7 @@ async fn drive(
         next += 1;
         if let Err(error) = client.ready().await {
             tally.error(format!("connection not ready: {error}"));
+            tokio::time::sleep(RETRY_PAUSE).await;
             continue;
         }
         let sent = Instant::now();
@@ -437,7 +462,10 @@ async fn drive(
                     let _ = tally.latency.record(micros.max(1));
                 }
             }
-            Err(status) => tally.error(format!("{:?}: {}", status.code(), status.message())),
+            Err(status) => {
+                tally.error(format!("{:?}: {}", status.code(), status.message()));
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
         }
     }
     tally

@@ -23,34 +23,34 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+me=bench-peers
+# shellcheck source=scripts/common.sh
+source "$repo/scripts/common.sh"
 duration=10 reps=3 port=18095 skip_peers=0
 while (($#)); do
   case "$1" in
-    -d) duration=$2; shift 2 ;;
-    -r) reps=$2; shift 2 ;;
-    --port) port=$2; shift 2 ;;
+    -d) duration=$(value "$@"); shift 2 ;;
+    -r) reps=$(value "$@"); shift 2 ;;
+    --port) port=$(value "$@"); shift 2 ;;
     --skip-peers) skip_peers=1; shift ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "bench-peers: unknown argument $1; see --help" >&2; exit 2 ;;
   esac
 done
 
-peers=${PEERS_DIR:-}
-if [[ -z $peers ]]; then
-  for candidate in "$repo/../shared/peers" "$repo/../../shared/peers"; do
-    [[ -f $candidate/data/homelab.txt ]] && peers=$(cd "$candidate" && pwd) && break
-  done
-fi
-if [[ -z $peers || ! -f $peers/data/homelab.txt ]]; then
-  echo "bench-peers: peer harness not found; set PEERS_DIR to its folder" >&2
-  exit 1
-fi
+find_peers
+# shellcheck disable=SC1091
+source "$peers/ports.env"
 
 out="$repo/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 echo "bench-peers: results in $out"
 
-cargo build --release --bin ipclass --example load --manifest-path "$repo/Cargo.toml"
+# Two builds, so that the served binary is the one `cargo build --release`
+# makes: built with the example, it would get the example's dev-dependency
+# features of tokio.
+cargo build --release --bin ipclass --manifest-path "$repo/Cargo.toml"
+cargo build --release --example load --manifest-path "$repo/Cargo.toml"
 
 cat >"$out/homelab.toml" <<TOML
 # The peers' homelab list as one internal set.
@@ -61,18 +61,13 @@ TOML
 
 {
   echo "date: $(date -u +%FT%TZ)"
-  echo "commit: $(git -C "$repo" rev-parse --short HEAD)$(git -C "$repo" diff --quiet || echo '+dirty')"
+  echo "commit: $(git -C "$repo" rev-parse --short HEAD)$(git -C "$repo" diff HEAD --quiet || echo '+dirty')"
   echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores"
   echo "kernel: $(uname -r)"
   echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$out/machine.txt"
 
-# A server already on the port would pass the readiness check below in
-# place of this one.
-if (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-  echo "bench-peers: port $port is in use; stop what listens there or pass --port" >&2
-  exit 1
-fi
+require_free_port "$port"
 IPCLASS_WORKERS=${IPCLASS_WORKERS:-1} "$repo/target/release/ipclass" serve \
   --config "$out/homelab.toml" --listen "127.0.0.1:$port" 2>"$out/server.log" &
 server_pid=$!
@@ -103,7 +98,7 @@ if ((skip_peers == 0)); then
     --target "ours=http://127.0.0.1:$port/v1/is-internal?ip=" | tee "$out/bench.txt"
   # shellcheck disable=SC2086
   "$peers/grpc_bench.sh" -d "$duration" -r "$reps" -n 1,64,1024 ${GRPC_BENCH_ARGS:-} \
-    --target python-grpc=127.0.0.1:18084 --target "ours=127.0.0.1:$port" | tee "$out/grpc.txt"
+    --target "python-grpc=127.0.0.1:$PYGRPC_PORT" --target "ours=127.0.0.1:$port" | tee "$out/grpc.txt"
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
 

@@ -10,22 +10,28 @@
 #   --work-ns NS  busy-wait NS nanoseconds per read, to model a server that
 #                 spends that much more time on each request (default 0)
 # It runs in the foreground until interrupted. Measure it with
-#   PEERS_STATE=... ../shared/peers/bench.sh --no-start --no-inproc \
-#     --only nginx-geo --target "floor=http://127.0.0.1:18301/v1/is-internal?ip="
+#   PEERS_STATE=... PEERS_DIR/bench.sh --no-start --no-inproc \
+#     --only nginx-geo,floor --target "floor=http://127.0.0.1:18301/v1/is-internal?ip="
 # or with scripts/sched-profile.sh's wrk command. Needs a C compiler (cc).
 set -euo pipefail
 
+repo=$(cd "$(dirname "$0")/.." && pwd)
+me=floor-responder
+# shellcheck source=scripts/common.sh
+source "$repo/scripts/common.sh"
 port=18301 work_ns=0
 while (($#)); do
   case "$1" in
-    --port) port=$2; shift 2 ;;
-    --work-ns) work_ns=$2; shift 2 ;;
+    --port) port=$(value "$@"); shift 2 ;;
+    --work-ns) work_ns=$(value "$@"); shift 2 ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "floor-responder: unknown argument $1; see --help" >&2; exit 2 ;;
   esac
 done
 [[ $port =~ ^[0-9]+$ && $work_ns =~ ^[0-9]+$ ]] \
   || { echo "floor-responder: --port and --work-ns take whole numbers" >&2; exit 2; }
+((10#$port >= 1 && 10#$port <= 65535)) \
+  || { echo "floor-responder: --port $port is not a port; use 1 to 65535" >&2; exit 2; }
 command -v cc >/dev/null || { echo "floor-responder: needs a C compiler: apt-get install gcc" >&2; exit 1; }
 
 build=$(mktemp -d)
@@ -110,4 +116,10 @@ int main(int argc, char **argv) {
 }
 EOF
 cc -O2 -o "$build/floor" "$build/floor.c"
-"$build/floor" "$port" "$work_ns"
+# The server replaces this shell, so a signal to the script's PID stops it.
+# The build folder is removed first, and the binary runs from an open
+# descriptor.
+exec 3<"$build/floor"
+rm -rf "$build"
+trap - EXIT
+exec -a floor-responder /proc/self/fd/3 "$port" "$work_ns"

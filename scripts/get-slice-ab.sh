@@ -10,24 +10,27 @@
 #   -d SECS     length of each wrk run (default 10)
 #   -r REPS     wrk runs per target in each run (default 2)
 #   --port PORT loopback port for ipclass (default 18095)
-# Environment: PEERS_DIR (the peer harness folder; default ../shared/peers)
+# Environment: PEERS_DIR (the peer harness folder; default ../shared/peers or
+# ../../shared/peers beside this checkout)
 # and PEERS_STATE (the state folder of the harness, as for bench-peers.sh).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+me=get-slice-ab
+# shellcheck source=scripts/common.sh
+source "$repo/scripts/common.sh"
 pairs=4 duration=10 reps=2 port=18095
 while (($#)); do
   case "$1" in
-    --pairs) pairs=$2; shift 2 ;;
-    -d) duration=$2; shift 2 ;;
-    -r) reps=$2; shift 2 ;;
-    --port) port=$2; shift 2 ;;
+    --pairs) pairs=$(value "$@"); shift 2 ;;
+    -d) duration=$(value "$@"); shift 2 ;;
+    -r) reps=$(value "$@"); shift 2 ;;
+    --port) port=$(value "$@"); shift 2 ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "get-slice-ab: unknown argument $1; see --help" >&2; exit 2 ;;
   esac
 done
-peers=${PEERS_DIR:-$repo/../shared/peers}
-[[ -x $peers/bench.sh ]] || { echo "get-slice-ab: set PEERS_DIR to the peer harness" >&2; exit 1; }
+find_peers
 
 cargo build --release --bin ipclass --manifest-path "$repo/Cargo.toml"
 out="$repo/results/get-slice-$(date -u +%Y%m%dT%H%M%SZ)"
@@ -40,12 +43,7 @@ internal = true
 files = ["$peers/data/homelab.txt"]
 TOML
 
-# A server already on the port would pass the readiness check below in
-# place of this one.
-if (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-  echo "get-slice-ab: port $port is in use; stop what listens there or pass --port" >&2
-  exit 1
-fi
+require_free_port "$port"
 run() {  # run SLICE: one server with --sched-slice SLICE, then bench.sh
   local slice=$1 server
   "$repo/target/release/ipclass" serve --config "$config" --workers 1 \

@@ -94,7 +94,7 @@ def plot_table_size(root, out):
 
 def plot_batch_size(load_csv, out):
     if not load_csv or not os.path.isfile(load_csv):
-        print("plot: no load.csv found; run scripts/bench-peers.sh", file=sys.stderr)
+        print(f"plot: no results/*/load.csv under {REPO}; run scripts/bench-peers.sh, or pass --load", file=sys.stderr)
         return
     rows = list(csv.DictReader(open(load_csv)))
     fig, (cpu_ax, rate_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -127,6 +127,8 @@ def main():
     parser.add_argument("--out", default=os.path.join(REPO, "docs"))
     args = parser.parse_args()
     load_csv = args.load
+    if load_csv and not os.path.isfile(load_csv):
+        sys.exit(f"plot: {load_csv} not found; pass a load.csv that scripts/bench-peers.sh wrote")
     if not load_csv:
         found = sorted(glob.glob(os.path.join(REPO, "results", "*", "load.csv")))
         load_csv = found[-1] if found else None

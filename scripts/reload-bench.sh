@@ -10,7 +10,8 @@
 #   -d SECS         length of each load (default 10)
 #   --port PORT     loopback port for ipclass (default 18096)
 #   --debounce DURATION  the server's --reload-debounce (default 50ms)
-# Environment: PEERS_DIR (the peer harness folder; default ../shared/peers).
+# Environment: PEERS_DIR (the peer harness folder; default ../shared/peers or
+# ../../shared/peers beside this checkout).
 # Writes results/reload-<UTC time>/: the config, server log, steady.txt and
 # reloading.txt from the load generator, and targets.txt, which compares
 # the results with the reload target. The table goes to results/ and is
@@ -18,24 +19,30 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+me=reload-bench
+# shellcheck source=scripts/common.sh
+source "$repo/scripts/common.sh"
 v4=1000000 v6=100000 duration=10 port=18096 debounce=50ms
 while (($#)); do
   case "$1" in
-    --v4) v4=$2; shift 2 ;;
-    --v6) v6=$2; shift 2 ;;
-    -d) duration=$2; shift 2 ;;
-    --port) port=$2; shift 2 ;;
-    --debounce) debounce=$2; shift 2 ;;
+    --v4) v4=$(value "$@"); shift 2 ;;
+    --v6) v6=$(value "$@"); shift 2 ;;
+    -d) duration=$(value "$@"); shift 2 ;;
+    --port) port=$(value "$@"); shift 2 ;;
+    --debounce) debounce=$(value "$@"); shift 2 ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "reload-bench: unknown argument $1; see --help" >&2; exit 2 ;;
   esac
 done
-peers=${PEERS_DIR:-$repo/../shared/peers}
-[[ -f $peers/gen_large.py ]] || { echo "reload-bench: set PEERS_DIR to the peer harness" >&2; exit 1; }
+find_peers
 
 out="$repo/results/reload-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
-cargo build --release --bin ipclass --example load --manifest-path "$repo/Cargo.toml"
+# Two builds, so that the served binary is the one `cargo build --release`
+# makes: built with the example, it would get the example's dev-dependency
+# features of tokio.
+cargo build --release --bin ipclass --manifest-path "$repo/Cargo.toml"
+cargo build --release --example load --manifest-path "$repo/Cargo.toml"
 table="$repo/results/table-$v4-$v6.txt"
 [[ -f $table ]] || python3 "$peers/gen_large.py" --v4 "$v4" --v6 "$v6" --out "$table"
 cat >"$out/large.toml" <<TOML
@@ -44,12 +51,7 @@ internal = true
 files = ["$table"]
 TOML
 
-# A server already on the port would pass the readiness check below in
-# place of this one.
-if (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-  echo "reload-bench: port $port is in use; stop what listens there or pass --port" >&2
-  exit 1
-fi
+require_free_port "$port"
 "$repo/target/release/ipclass" --log-format json serve --config "$out/large.toml" \
   --listen "127.0.0.1:$port" --reload-debounce "$debounce" 2>"$out/server.log" &
 server=$!

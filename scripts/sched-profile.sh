@@ -1,40 +1,58 @@
 #!/usr/bin/env bash
 # Shows how the kernel schedules each HTTP server under the peers' wrk load.
 # It runs wrk against nginx geo, HAProxy map_ip and ipclass (one worker
-# each) in turns. For each run it prints requests/s, p99, the server's CPU
-# time per request, the server's preemptions per 1,000 requests, and the
-# share of the machine that stayed idle. Every number comes from wrk and
-# /proc.
+# each), and with --floor the floor responder, in turns. For each run it
+# prints requests/s, p99, the server's CPU time per request, the server's
+# preemptions per 1,000 requests, and the share of the machine that stayed
+# idle. Every number comes from wrk and /proc. The pattern it shows needs
+# an otherwise idle machine: other load on the cores changes where the
+# kernel places wrk.
 #
 # Usage: scripts/sched-profile.sh [-d SECS] [-r ROUNDS] [--port PORT]
+#                                 [--floor] [--floor-port PORT]
 #   -d SECS      length of each wrk run (default 8)
-#   -r ROUNDS    rounds over the three servers (default 3)
+#   -r ROUNDS    rounds over the servers (default 3)
 #   --port PORT  loopback port for ipclass (default 18095)
-# Environment: PEERS_DIR (the peer harness folder; default ../shared/peers)
-# and PEERS_STATE (the state folder of the harness, as for bench-peers.sh).
-# The peers must be running (PEERS_STATE=... PEERS_DIR/start.sh); ipclass is
-# started here.
+#   --floor      also start scripts/floor-responder.sh and measure it
+#   --floor-port PORT  its port (default 18301)
+# Environment: PEERS_DIR (the peer harness folder, as for bench-peers.sh)
+# and PEERS_STATE (the harness's state folder, default /tmp/ipclass-peers).
+# The peers must be running (PEERS_STATE=... PEERS_DIR/start.sh), and their
+# PIDs are read from PEERS_STATE/run; ipclass is started here.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-duration=8 rounds=3 port=18095
+me=sched-profile
+# shellcheck source=scripts/common.sh
+source "$repo/scripts/common.sh"
+duration=8 rounds=3 port=18095 floor=0 floor_port=18301
 while (($#)); do
   case "$1" in
-    -d) duration=$2; shift 2 ;;
-    -r) rounds=$2; shift 2 ;;
-    --port) port=$2; shift 2 ;;
+    -d) duration=$(value "$@"); shift 2 ;;
+    -r) rounds=$(value "$@"); shift 2 ;;
+    --port) port=$(value "$@"); shift 2 ;;
+    --floor) floor=1; shift ;;
+    --floor-port) floor_port=$(value "$@"); shift 2 ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "sched-profile: unknown argument $1; see --help" >&2; exit 2 ;;
   esac
 done
-peers=${PEERS_DIR:-$repo/../shared/peers}
-[[ -f $peers/ports.env ]] || { echo "sched-profile: set PEERS_DIR to the peer harness" >&2; exit 1; }
+find_peers
 # shellcheck disable=SC1091
 source "$peers/ports.env"
 
-nginx=$(pgrep -f 'nginx: worker' | head -1 || true)
-haproxy=$(pgrep -x haproxy | head -1 || true)
-[[ -n $nginx && -n $haproxy ]] || { echo "sched-profile: start the peers first: PEERS_STATE=... $peers/start.sh" >&2; exit 1; }
+# The servers that this harness started, from the PIDs it recorded: the
+# nginx worker under its master, and HAProxy itself.
+state=${PEERS_STATE:-${TMPDIR:-/tmp}/ipclass-peers}
+launched() {  # launched NAME: the live PID in run/NAME.pid.launch, if any
+  local file="$state/run/$1.pid.launch"
+  [[ -f $file ]] && kill -0 "$(cat "$file")" 2>/dev/null && cat "$file"
+}
+nginx_master=$(launched nginx || true)
+haproxy=$(launched haproxy || true)
+nginx=$([[ -n $nginx_master ]] && pgrep -P "$nginx_master" -f 'nginx: worker' | head -1 || true)
+[[ -n $nginx && -n $haproxy ]] \
+  || { echo "sched-profile: no running peers recorded in $state/run; start them: PEERS_STATE=$state $peers/start.sh" >&2; exit 1; }
 
 cargo build --release --bin ipclass --manifest-path "$repo/Cargo.toml"
 config=$(mktemp --suffix=.toml)
@@ -44,19 +62,26 @@ internal = true
 files = ["$peers/data/homelab.txt"]
 TOML
 log=$(mktemp)
-# A server already on the port would pass the readiness check below in
-# place of this one.
-if (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-  echo "sched-profile: port $port is in use; stop what listens there or pass --port" >&2
-  exit 1
-fi
+require_free_port "$port"
 "$repo/target/release/ipclass" serve --config "$config" --listen "127.0.0.1:$port" --workers 1 2>"$log" &
 server=$!
-trap 'kill $server 2>/dev/null; rm -f "$config" "$log"' EXIT
+floor_pid=
+trap 'kill $server $floor_pid 2>/dev/null; rm -f "$config" "$log"' EXIT
 until grep -q 'listening' "$log"; do
   kill -0 $server 2>/dev/null || { cat "$log" >&2; exit 1; }
   sleep 0.1
 done
+targets=(nginx-geo:$nginx:$NGINX_PORT haproxy-map:$haproxy:$HAPROXY_PORT ipclass:$server:$port)
+if ((floor)); then
+  require_free_port "$floor_port"
+  "$repo/scripts/floor-responder.sh" --port "$floor_port" >/dev/null &
+  floor_pid=$!
+  until (: >"/dev/tcp/127.0.0.1/$floor_port") 2>/dev/null; do
+    kill -0 "$floor_pid" 2>/dev/null || { echo "sched-profile: the floor responder exited" >&2; exit 1; }
+    sleep 0.1
+  done
+  targets+=(floor:$floor_pid:$floor_port)
+fi
 
 # Sums a field of /proc/PID/task/*/status over the threads of PID.
 thread_sum() {
@@ -70,7 +95,7 @@ machine_ticks() { awk '/^cpu / { total = 0; for (i = 2; i <= NF; i++) total += $
 tick=$(getconf CLK_TCK)
 printf '%-11s %10s %8s %12s %16s %6s\n' target req/s p99_ms cpu_us/req preempted/1k_req idle%
 for round in $(seq 1 "$rounds"); do
-  for target in nginx-geo:$nginx:$NGINX_PORT haproxy-map:$haproxy:$HAPROXY_PORT ipclass:$server:$port; do
+  for target in "${targets[@]}"; do
     IFS=: read -r name pid target_port <<<"$target"
     switches=$(thread_sum "$pid" nonvoluntary_ctxt_switches)
     ticks=$(cpu_ticks "$pid")
