@@ -82,6 +82,24 @@ fn bench_lookup(c: &mut Criterion) {
                 black_box(&found);
             })
         });
+        // IPv6 keys as the packed path passes them, without the IPv4-mapped
+        // addresses, which it looks up as IPv4.
+        let keys: Vec<u128> = ipv6
+            .iter()
+            .filter_map(|address| match address {
+                std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => Some(u128::from(*v6)),
+                _ => None,
+            })
+            .collect();
+        let mut found = vec![0u32; keys.len()];
+        group.bench_function("compiled_batch-ipv6", |b| {
+            b.iter(|| {
+                table
+                    .compiled()
+                    .lookup_v6_batch(black_box(&keys), &mut found);
+                black_box(&found);
+            })
+        });
         let normalized: Vec<Normalized> = ipv4.iter().map(|&a| address::normalize(a)).collect();
         group.bench_function("classify-ipv4", |b| {
             b.iter(|| {
