@@ -213,6 +213,12 @@ pub struct ServeArgs {
     #[arg(long, env = "IPCLASS_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
 
+    /// Memory that responses over 64 KiB may hold until their clients read
+    /// them, such as 256MiB or 1GiB. A response that does not fit is rejected:
+    /// HTTP with 503, gRPC with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "IPCLASS_RESPONSE_MEMORY", default_value = "256MiB", value_parser = parse_response_memory)]
+    pub response_memory: usize,
+
     /// Connections served at once. Further clients wait in the listen queue
     /// until one closes. Default: the open-file limit less 128, which is kept
     /// for list files, the watcher and metrics, or half a limit below 256.
@@ -267,6 +273,17 @@ pub struct LookupArgs {
     /// Addresses to classify.
     #[arg(required = true, value_name = "ADDRESS")]
     pub addresses: Vec<String>,
+}
+
+/// Parses `--response-memory`: a size of 1 MiB or more.
+fn parse_response_memory(text: &str) -> Result<usize, String> {
+    let bytes = crate::response::parse_size(text)?;
+    if bytes < 1 << 20 {
+        return Err(format!(
+            "{text:?} is below 1MiB, too small for one large response; use 256MiB or more"
+        ));
+    }
+    Ok(bytes)
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
@@ -553,11 +570,10 @@ pub async fn serve(
     let snapshot = build_snapshot(loaded, 1, started);
     log_table(&snapshot, &args.config);
     let sources = loaded_sources;
-    let state = Arc::new(AppState::new(
-        snapshot,
-        args.config.clone(),
-        args.max_batch_size,
-    ));
+    let state = Arc::new(
+        AppState::new(snapshot, args.config.clone(), args.max_batch_size)
+            .with_response_memory(args.response_memory),
+    );
     reload::describe_metrics();
     let settings = ReloadSettings {
         debounce: args.reload_debounce,

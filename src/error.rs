@@ -30,6 +30,8 @@ pub enum RequestError {
     BodyStalled(String),
     #[error("failed to read the request body: {0}; check its framing: a Content-Length that matches the body, or well-formed chunks")]
     BodyRead(String),
+    #[error("{0}")]
+    ResponseMemory(String),
 }
 
 impl RequestError {
@@ -38,6 +40,7 @@ impl RequestError {
             RequestError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::CompressedBody(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestError::BodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
+            RequestError::ResponseMemory(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }

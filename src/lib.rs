@@ -26,6 +26,7 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod reload;
+pub mod response;
 pub mod sched;
 pub mod server;
 pub mod state;

@@ -25,8 +25,10 @@ use hyper::body::{Frame, SizeHint};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics::{Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::classify::Classification;
+use crate::response::{self, ResponseBudget};
 use crate::state::AppState;
 use crate::table::{SetId, Table, Verdict};
 
@@ -245,7 +247,11 @@ fn write_table_prefixes(text: &mut String, table: &Table) {
 /// Counts `ipclass_requests_total` and `ipclass_request_duration_seconds`
 /// for every HTTP request, including rejected ones and 404 fallbacks, and
 /// for every call of the classifier's gRPC methods.
-pub async fn count_http(request: Request, next: Next) -> Response {
+pub async fn count_http(
+    State(responses): State<ResponseBudget>,
+    request: Request,
+    next: Next,
+) -> Response {
     let grpc = is_grpc(request.headers());
     if grpc && request.version() == axum::http::Version::HTTP_2 {
         let path = request.uri().path();
@@ -255,7 +261,7 @@ pub async fn count_http(request: Request, next: Next) -> Response {
             return tonic::Status::unimplemented(message).into_http();
         }
         return match grpc_api(path) {
-            Some(api) => count_grpc_call(api, request, next).await,
+            Some(api) => count_grpc_call(api, responses, request, next).await,
             None => match unimplemented_method(path) {
                 Some(status) => status.into_http(),
                 None => next.run(request).await,
@@ -293,7 +299,12 @@ pub async fn count_http(request: Request, next: Next) -> Response {
 /// decode or exceeds the size limit. A call that succeeds ends with the
 /// trailers of its response body, and one whose client resets the stream
 /// before then, as at its deadline, drops that body unfinished.
-async fn count_grpc_call(api: Api, request: Request, next: Next) -> Response {
+async fn count_grpc_call(
+    api: Api,
+    responses: ResponseBudget,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let ended = Arc::new(AtomicBool::new(false));
     let request = request.map(|body| {
@@ -334,6 +345,10 @@ async fn count_grpc_call(api: Api, request: Request, next: Next) -> Response {
                 body,
                 unfinished: Some(unfinished),
                 ended,
+                responses,
+                rest: Bytes::new(),
+                reservation: None,
+                rejected: false,
             })
         });
     };
@@ -406,6 +421,13 @@ pin_project_lite::pin_project! {
         body: Body,
         unfinished: Option<Unfinished>,
         ended: Arc<AtomicBool>,
+        // A message over `response::CHUNK` bytes goes out in pieces, and
+        // `rest` keeps what is left of it under its reservation.
+        responses: ResponseBudget,
+        rest: Bytes,
+        reservation: Option<OwnedSemaphorePermit>,
+        // Set when a message did not fit the budget and the call ended.
+        rejected: bool,
     }
 }
 
@@ -418,7 +440,40 @@ impl hyper::body::Body for CountedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = self.project();
+        if !this.rest.is_empty() {
+            let piece = response::next_piece(this.rest);
+            if this.rest.is_empty() {
+                *this.reservation = None;
+            }
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
+        }
+        if *this.rejected {
+            return Poll::Ready(None);
+        }
         let mut frame = std::task::ready!(this.body.poll_frame(cx));
+        if let Some(data) = frame
+            .as_mut()
+            .and_then(|frame| frame.as_mut().ok())
+            .and_then(Frame::data_mut)
+            .filter(|data| data.len() > response::CHUNK)
+        {
+            match this.responses.reserve(data.len()) {
+                Some(reservation) => {
+                    *this.rest = std::mem::take(data);
+                    *this.reservation = Some(reservation);
+                    return Poll::Ready(Some(Ok(Frame::data(response::next_piece(this.rest)))));
+                }
+                None => {
+                    let status =
+                        tonic::Status::resource_exhausted(this.responses.rejection(data.len()));
+                    let mut trailers = HeaderMap::new();
+                    if status.add_header(&mut trailers).is_ok() {
+                        frame = Some(Ok(Frame::trailers(trailers)));
+                        *this.rejected = true;
+                    }
+                }
+            }
+        }
         let ends = match &frame {
             Some(Ok(frame)) => frame.is_trailers(),
             _ => true,
@@ -452,11 +507,14 @@ impl hyper::body::Body for CountedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && (self.rejected || self.body.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.rest.is_empty() {
+            true => self.body.size_hint(),
+            false => SizeHint::default(),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
@@ -77,7 +77,10 @@ pub async fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> (Router,
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(axum::middleware::from_fn(http::drop_unused_body))
-        .layer(axum::middleware::from_fn(metrics::count_http))
+        .layer(axum::middleware::from_fn_with_state(
+            state.responses.clone(),
+            metrics::count_http,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state,
             http::close_when_shutting_down,
@@ -125,9 +128,23 @@ const IDLE_CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Time between warnings while the connection limit keeps clients waiting.
 const LIMIT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Connections the kernel queues before they are accepted, capped by
+/// `net.core.somaxconn`. Clients over `--max-connections` wait there, and
+/// std's queue of 128 overflowed in bursts of new connections, which then
+/// waited a second for the SYN to be sent again.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds `address`; port 0 picks a free port.
 pub async fn bind(address: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(address).await
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As std does on Unix, so a restarted server can bind while connections
+    // of the old one linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops
@@ -156,7 +173,10 @@ pub async fn serve(
         let app = metrics::routes(metrics, state.clone())
             .fallback(http::metrics_not_found)
             .method_not_allowed_fallback(http::method_not_allowed)
-            .layer(axum::middleware::from_fn(metrics::count_http))
+            .layer(axum::middleware::from_fn_with_state(
+                state.responses.clone(),
+                metrics::count_http,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 http::close_when_shutting_down,

@@ -13,7 +13,11 @@ use arc_swap::ArcSwap;
 use crate::config::Loaded;
 use crate::error::RequestError;
 use crate::metrics::SetCounters;
+use crate::response::ResponseBudget;
 use crate::table::Table;
+
+/// Memory that large responses waiting for their clients may hold by default.
+pub const DEFAULT_RESPONSE_MEMORY: usize = 256 << 20;
 
 /// Default maximum number of addresses in one request.
 pub const DEFAULT_MAX_BATCH: usize = 65_536;
@@ -98,6 +102,8 @@ pub struct AppState {
     pub max_batch: usize,
     shutting_down: AtomicBool,
     reload_status: Mutex<ReloadStatus>,
+    /// Memory that large responses may hold until their clients read them.
+    pub responses: ResponseBudget,
 }
 
 impl AppState {
@@ -108,7 +114,14 @@ impl AppState {
             max_batch,
             shutting_down: AtomicBool::new(false),
             reload_status: Mutex::new(ReloadStatus::default()),
+            responses: ResponseBudget::new(DEFAULT_RESPONSE_MEMORY),
         }
+    }
+
+    /// Gives large responses `bytes` in all, in place of the default 256 MiB.
+    pub fn with_response_memory(mut self, bytes: usize) -> AppState {
+        self.responses = ResponseBudget::new(bytes);
+        self
     }
 
     /// Returns the snapshot in use. Hold it for a whole request.

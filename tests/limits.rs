@@ -557,3 +557,128 @@ fn idle_below_header_timeout_warns() {
     assert_eq!(warning["idle_seconds"], 5.0);
     assert_eq!(warning["header_read_seconds"], 30.0);
 }
+
+/// Returns a JSON batch of `count` copies of one address.
+fn batch_of(count: usize) -> String {
+    format!("{{\"ips\":[{}]}}", vec!["\"10.1.2.3\""; count].join(","))
+}
+
+/// Posts `body` to `/v1/is-internal` and returns the status and the body.
+fn post_batch(server: &Server, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(server.address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/is-internal HTTP/1.1\r\nHost: ipclass\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body.as_bytes()).unwrap();
+    let reply = String::from_utf8(read_to_close(&mut stream)).unwrap();
+    let status = reply[9..12].parse().unwrap();
+    let body = reply.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+#[test]
+fn unread_responses_hold_response_memory() {
+    let (_dir, server) = start("limits-responses", &["--response-memory", "8MiB"]);
+    // A response of 65,536 results is about 6 MB. Its client reads nothing,
+    // and its receive buffer stays small, so most of the response waits in
+    // the server.
+    let body = batch_of(65_536);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.address.into()).unwrap();
+    let mut unread = TcpStream::from(socket);
+    let head = format!(
+        "POST /v1/is-internal HTTP/1.1\r\nHost: ipclass\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    unread.write_all(head.as_bytes()).unwrap();
+    unread.write_all(body.as_bytes()).unwrap();
+
+    // The response has begun, so it keeps its share of the budget.
+    let mut status_line = [0u8; 12];
+    unread.read_exact(&mut status_line).unwrap();
+    assert_eq!(&status_line, b"HTTP/1.1 200");
+
+    // A second response of the same size does not fit beside it.
+    let (status, message) = post_batch(&server, &body);
+    assert_eq!(status, 503, "{}", &message[..message.len().min(300)]);
+    assert!(
+        message.contains(
+            "responses that clients have not read yet hold the 8 MiB of --response-memory"
+        ),
+        "{message}"
+    );
+    // Small responses take no part in the budget.
+    let (status, _) = post_batch(&server, &batch_of(100));
+    assert_eq!(status, 200);
+
+    // Once the first client goes, its response leaves the budget.
+    drop(unread);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, answer) = loop {
+        let (status, answer) = post_batch(&server, &body);
+        if status == 200 || Instant::now() > deadline {
+            break (status, answer);
+        }
+    };
+    assert_eq!(status, 200);
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["results"].as_array().unwrap().len(), 65_536);
+}
+
+#[tokio::test]
+async fn grpc_response_over_memory_refused() {
+    use ipclass::proto::ip_classifier_client::IpClassifierClient;
+    use ipclass::proto::IsInternalRequest;
+
+    let (_dir, server) = start("limits-grpc-responses", &["--response-memory", "1MiB"]);
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc_endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = IpClassifierClient::new(channel);
+    let ips = |count: usize| IsInternalRequest {
+        ips: vec!["10.1.2.3".to_owned(); count],
+    };
+
+    // About 40 bytes a result: 20,000 results fit in 1 MiB and go out in
+    // pieces of 64 KiB.
+    let answer = client.is_internal(ips(20_000)).await.unwrap().into_inner();
+    assert_eq!(answer.results.len(), 20_000);
+    assert!(answer.results.iter().all(|result| result.internal));
+
+    let status = client.is_internal(ips(60_000)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("hold the 1 MiB of --response-memory"),
+        "{}",
+        status.message()
+    );
+
+    // The refused call left nothing reserved.
+    let answer = client.is_internal(ips(20_000)).await.unwrap().into_inner();
+    assert_eq!(answer.results.len(), 20_000);
+
+    let scrape = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (code, count) in [("OK", 2), ("RESOURCE_EXHAUSTED", 1)] {
+        let line =
+            format!("ipclass_requests_total{{api=\"grpc_is_internal\",code=\"{code}\"}} {count}");
+        assert!(
+            scrape.lines().any(|sample| sample == line),
+            "no {line} in:\n{scrape}"
+        );
+    }
+}

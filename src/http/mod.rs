@@ -16,6 +16,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -25,6 +26,7 @@ use crate::classify::classify_text;
 use crate::error::RequestError;
 use crate::grpc::{log_rejected, request_span, table_info};
 use crate::metrics::{Api, BatchTally};
+use crate::response::{self, ChunkedBody};
 use crate::state::AppState;
 
 /// Characters of a `Content-Encoding` value that an error repeats.
@@ -207,7 +209,19 @@ async fn is_internal_batch(
     body.extend_from_slice(generation.to_string().as_bytes());
     body.push(b'}');
     tally.record(Api::HttpPost, &snapshot.set_counters);
-    Ok(json_response(StatusCode::OK, body))
+    let reservation = match body.len() > response::CHUNK {
+        true => Some(
+            state
+                .responses
+                .reserve(body.len())
+                .ok_or_else(|| RequestError::ResponseMemory(state.responses.rejection(body.len())))
+                .inspect_err(log_rejected)?,
+        ),
+        false => None,
+    };
+    let body = ChunkedBody::new(Bytes::from(body), reservation);
+    let content_type = [(header::CONTENT_TYPE, "application/json")];
+    Ok((StatusCode::OK, content_type, Body::new(body)).into_response())
 }
 
 /// Reads the batch of `json` when its only fault is escaped surrogates that
