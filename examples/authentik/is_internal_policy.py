@@ -12,6 +12,9 @@
 # the verdicts "unknown" and "invalid". Under a negated binding, False means
 # the MFA stage runs.
 
+import json
+import time
+
 # Base URL of the ipclass HTTP API. A sidecar in the same pod listens on
 # loopback; a shared Service would be "http://ipclass.NAMESPACE.svc:50051".
 IPCLASS_URL = "http://127.0.0.1:50051"
@@ -22,6 +25,15 @@ IPCLASS_URL = "http://127.0.0.1:50051"
 CONNECT_TIMEOUT_SECONDS = 0.5
 READ_TIMEOUT_SECONDS = 1.0
 
+# Seconds that the whole response may take to arrive once its headers have.
+# requests applies the read timeout to each read, so a server that sends a
+# byte at a time would hold the login far longer without this bound.
+TOTAL_TIMEOUT_SECONDS = 2.0
+
+# Largest response body read. An ipclass response for one address is under
+# 300 bytes.
+MAX_RESPONSE_BYTES = 4096
+
 # ak_client_ip is only set when the policy runs for an HTTP request.
 try:
     client_ip = ak_client_ip
@@ -30,12 +42,26 @@ except NameError:
     return False
 
 try:
+    deadline = time.monotonic() + TOTAL_TIMEOUT_SECONDS
     response = requests.get(
         IPCLASS_URL + "/v1/is-internal",
         params={"ip": str(client_ip)},
         timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
+        stream=True,
     )
-    body = response.json()
+    received = b""
+    try:
+        # One byte a read, so that the deadline is checked between any two
+        # bytes that arrive.
+        for byte in response.iter_content(chunk_size=1):
+            received += byte
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the response took over {TOTAL_TIMEOUT_SECONDS} s")
+            if len(received) > MAX_RESPONSE_BYTES:
+                raise ValueError(f"the response is over {MAX_RESPONSE_BYTES} bytes")
+    finally:
+        response.close()
+    body = json.loads(received)
 # An exception that escapes this policy makes Authentik use the binding's
 # "Failure result", which negation does not flip, so every error is handled
 # here. The `requests` object is a Session, not the module, so its exception

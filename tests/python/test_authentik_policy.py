@@ -36,6 +36,8 @@ def policy_constant(name: str) -> float:
 
 CONNECT_TIMEOUT = policy_constant("CONNECT_TIMEOUT_SECONDS")
 READ_TIMEOUT = policy_constant("READ_TIMEOUT_SECONDS")
+TOTAL_TIMEOUT = policy_constant("TOTAL_TIMEOUT_SECONDS")
+MAX_RESPONSE_BYTES = policy_constant("MAX_RESPONSE_BYTES")
 # Scheduling slack on a loaded test machine, added to every time bound.
 SLACK_SECONDS = 1.0
 
@@ -259,6 +261,49 @@ def test_silent_listener_is_not_internal_within_read_timeout():
         listener.close()
 
 
+class DrippingHandler(http.server.BaseHTTPRequestHandler):
+    """Send the headers at once, then an internal verdict one byte every 0.3 s."""
+
+    def do_GET(self):
+        payload = b'{"verdict": "internal", "internal": true, "set": "office"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.flush()
+        for index in range(len(payload)):
+            if self.server.stop.wait(0.3):
+                return
+            self.wfile.write(payload[index : index + 1])
+            self.wfile.flush()
+
+    def log_message(self, format, *args):
+        pass
+
+
+def test_dripping_response_is_not_internal_within_total_timeout():
+    fake = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DrippingHandler)
+    fake.stop = threading.Event()
+    thread = threading.Thread(target=fake.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = fake.server_address
+        logger = RecordingLogger()
+        result, elapsed = timed_policy(f"http://{host}:{port}", ipaddress.ip_address("10.20.1.7"), logger)
+        assert result is False
+        # Each byte comes well within the read timeout, and the whole body
+        # would take 17 s.
+        assert elapsed >= TOTAL_TIMEOUT, f"returned after {elapsed:.3f}s"
+        assert elapsed < TOTAL_TIMEOUT + SLACK_SECONDS, f"took {elapsed:.3f}s"
+        assert logger.levels() == ["warning"]
+        assert "TimeoutError" in logger.events[0][2]["error"]
+    finally:
+        fake.stop.set()
+        fake.shutdown()
+        fake.server_close()
+        thread.join(timeout=5)
+
+
 class FixedResponseHandler(http.server.BaseHTTPRequestHandler):
     """Respond to every GET with the status and body set on the server."""
 
@@ -283,6 +328,7 @@ class FixedResponseHandler(http.server.BaseHTTPRequestHandler):
         (200, '{"verdict": "internal", "internal": "yes"}'),
         (200, '{"verdict": "invalid", "internal": false, "error": "bad"}'),
         (500, '{"verdict": "internal", "internal": true}'),
+        (200, '{"verdict": "internal", "internal": true, "pad": "' + "x" * int(MAX_RESPONSE_BYTES) + '"}'),
     ],
 )
 def test_malformed_response_is_not_internal(status, body):
