@@ -4,7 +4,7 @@
 //! thread woken by a request preempts its callers sooner when they share the
 //! cores. A reload sets its own thread back to the kernel's default slice
 //! before it parses and builds, because reloads under load took longer with
-//! the short one (`BENCHMARKS.md`). Threads inherit the slice of the thread
+//! the short one (`docs/benchmark-history.md`). Threads inherit the slice of the thread
 //! that starts them.
 
 use std::io;
