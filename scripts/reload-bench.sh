@@ -71,7 +71,8 @@ echo "resident memory: $((rss_kib / 1024)) MiB, $((rss_kib * 1024 / prefixes)) b
 load() {  # load NAME: packed IPv4 batches of 1,024 for the set duration
   "$repo/target/release/examples/load" --target "127.0.0.1:$port" --form packed \
     --batch 1024 --duration "${duration}s" --addresses "$peers/data/queries.txt" \
-    --family v4 >"$out/$1.txt"
+    --family v4 >"$out/$1.txt" \
+    || echo "reload-bench: the $1 load had failed requests; the verdict below counts them" >&2
   echo "$1: $(grep -iE 'addresses/s|p99' "$out/$1.txt" | tr '\n' ' ')"
 }
 
@@ -98,6 +99,9 @@ summary reload_ms
 # load, no failed request, at most 40 bytes per prefix.
 p99() { awk '/^latency ms:/ { for (i = 2; i < NF; i++) if ($i == "p99") print $(i + 1) }' "$out/$1.txt"; }
 failed() { awk '/^errors:/ { print $2 }' "$out/$1.txt"; }
+for name in steady reloading; do
+  [[ -n $(failed "$name") ]] || { echo "reload-bench: the $name load did not run; see $out/$name.txt" >&2; exit 1; }
+done
 max_reload=$(grep '"table reloaded"' "$out/server.log" | tail -n +"$((before + 1))" \
   | grep -o '"reload_ms":[0-9.]*' | sed 's/"reload_ms"://' | sort -n | tail -1)
 awk -v max="${max_reload:-}" -v steady="$(p99 steady)" -v reloading="$(p99 reloading)" \
