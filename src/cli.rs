@@ -213,7 +213,7 @@ pub struct ServeArgs {
     #[arg(long, env = "IPCLASS_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
 
-    /// Memory that responses over 64 KiB may hold until their clients read
+    /// Memory that responses over 16 KiB may hold until their clients read
     /// them, such as 256MiB or 1GiB. A response that does not fit is rejected:
     /// HTTP with 503, gRPC with RESOURCE_EXHAUSTED.
     #[arg(long, env = "IPCLASS_RESPONSE_MEMORY", default_value = "256MiB", value_parser = parse_response_memory)]
@@ -574,6 +574,18 @@ pub async fn serve(
         AppState::new(snapshot, args.config.clone(), args.max_batch_size)
             .with_response_memory(args.response_memory),
     );
+    // A response larger than the whole budget is always rejected.
+    let full_batch = args
+        .max_batch_size
+        .saturating_mul(crate::http::json::MIN_RESULT_LEN);
+    if full_batch > args.response_memory {
+        tracing::warn!(
+            response_memory_mib = args.response_memory >> 20,
+            full_batch_mib_at_least = full_batch.div_ceil(1 << 20),
+            max_batch_size = args.max_batch_size,
+            "--response-memory is below the JSON response to a full batch, so full batches get 503; raise --response-memory above that size, or lower --max-batch-size"
+        );
+    }
     reload::describe_metrics();
     let settings = ReloadSettings {
         debounce: args.reload_debounce,

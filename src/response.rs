@@ -19,8 +19,11 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Largest piece of a response that is handed to hyper at once, and the
-/// size above which a response counts against the budget.
-pub const CHUNK: usize = 64 * 1024;
+/// size above which a response counts against the budget. HTTP/2 streams
+/// buffer at most this much beyond what their client has read (the server
+/// sets hyper's send buffer to it), and each piece may come on top, so a
+/// stream holds up to twice this outside the budget.
+pub const CHUNK: usize = 16 * 1024;
 
 /// Budget of bytes for responses over [`CHUNK`] that have not been sent yet.
 #[derive(Clone, Debug)]
@@ -53,6 +56,13 @@ impl ResponseBudget {
     /// Returns the error message for a response of `len` bytes that does
     /// not fit.
     pub fn rejection(&self, len: usize) -> String {
+        if len > self.limit {
+            return format!(
+                "the response of {} KiB is larger than the {} MiB of --response-memory; raise --response-memory, or send smaller batches",
+                len.div_ceil(1024),
+                self.limit / (1024 * 1024)
+            );
+        }
         format!(
             "the response of {} KiB does not fit: responses that clients have not read yet hold the {} MiB of --response-memory; retry shortly, read responses as they arrive, or send smaller batches",
             len.div_ceil(1024),

@@ -364,7 +364,14 @@ async fn connection(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read);
-    builder.http2().timer(TokioTimer::new());
+    // Each HTTP/2 stream buffers at most about one piece of a response
+    // beyond what the client has read. So a client that grants a large
+    // window and reads nothing leaves the rest of a large response in its
+    // reservation.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_send_buf_size(crate::response::CHUNK);
     let activity = Arc::new(Activity::default());
     let service = Tracked::new(app, activity.clone(), limits.body_read);
     let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));

@@ -515,6 +515,26 @@ fn malformed_heads_get_json_naming_the_line() {
             "400 Bad Request",
             "this is a TLS handshake, and this listener serves HTTP and gRPC without TLS",
         ),
+        (
+            b"POST /v1/is-internal HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            "400 Bad Request",
+            r#"Content-Length "-1" is not a decimal length"#,
+        ),
+        (
+            b"POST /v1/is-internal HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            "400 Bad Request",
+            r#"Content-Length "3" differs from the Content-Length before it"#,
+        ),
+        (
+            b"GET /v1/is-internal?ip=<1> HTTP/1.1\r\nHost: x\r\n\r\n",
+            "400 Bad Request",
+            r#"invalid request target "/v1/is-internal?ip=<1>"; start it with /"#,
+        ),
+        (
+            b"GET :v1/table HTTP/1.1\r\nHost: x\r\n\r\n",
+            "400 Bad Request",
+            r#"invalid request target ":v1/table""#,
+        ),
     ] {
         let response = answer_to_malformed(&fixture.server, head);
         assert_eq!(response.status_line, format!("HTTP/1.1 {status}"));

@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::uri::PathAndQuery;
 use axum::http::StatusCode;
+use axum::http::Uri;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -234,10 +235,10 @@ fn parse(input: &[u8]) -> Parsed {
         },
         None => return Parsed::Other,
     };
-    // Hyper rejects some targets that httparse accepts, so those go to
-    // hyper for the same rejection.
+    // Hyper rejects some targets that httparse accepts, with an empty
+    // 400, so those are rejected here.
     if !plainly_valid(target) && PathAndQuery::from_str(target).is_err() {
-        return Parsed::Other;
+        return invalid_target(target);
     }
 
     let mut close = false;
@@ -286,10 +287,52 @@ fn parse(input: &[u8]) -> Parsed {
 /// more bytes. One that hyper would reject gets its response here.
 fn check_head(input: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; HYPER_MAX_HEADERS];
-    match httparse::Request::new(&mut headers).parse(input) {
-        Ok(httparse::Status::Complete(_)) => Parsed::Other,
-        Ok(httparse::Status::Partial) => Parsed::Partial,
-        Err(error) => malformed(input, error),
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(input) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(error) => return malformed(input, error),
+    }
+    // Hyper rejects these with an empty 400 too.
+    if let Some(target) = request.path {
+        if target != "*" && Uri::from_str(target).is_err() {
+            return invalid_target(target);
+        }
+    }
+    let lengths = request
+        .headers
+        .iter()
+        .filter(|header| header.name.eq_ignore_ascii_case("content-length"));
+    let mut declared: Option<&[u8]> = None;
+    for header in lengths {
+        let value = header.value.trim_ascii();
+        let problem = if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+            "is not a decimal length"
+        } else if declared.is_some_and(|first| first != value) {
+            "differs from the Content-Length before it"
+        } else {
+            declared = Some(value);
+            continue;
+        };
+        return Parsed::Malformed {
+            status: StatusCode::BAD_REQUEST,
+            message: format!(
+                "Content-Length {:?} {problem}; send one Content-Length with the body's length in decimal digits",
+                shortened(&String::from_utf8_lossy(header.value))
+            ),
+        };
+    }
+    Parsed::Other
+}
+
+/// Returns the response to a request target that is not a valid URI.
+fn invalid_target(target: &str) -> Parsed {
+    Parsed::Malformed {
+        status: StatusCode::BAD_REQUEST,
+        message: format!(
+            "invalid request target {:?}; start it with / and percent-encode characters such as \" < > and space, as in /v1/is-internal?ip=ADDRESS",
+            shortened(target)
+        ),
     }
 }
 
@@ -322,10 +365,19 @@ fn malformed(input: &[u8], error: httparse::Error) -> Parsed {
         _ => "start the request with a line such as `GET /v1/is-internal?ip=ADDRESS HTTP/1.1`",
     };
     let message = match bad_line(input) {
-        Some((number, line)) => format!(
-            "malformed request head, line {number} {:?}: {error}; {advice}",
-            shortened(&String::from_utf8_lossy(line)),
-        ),
+        Some((number, line)) => {
+            let text = String::from_utf8_lossy(line);
+            let end = line.as_ptr() as usize + line.len();
+            let quoted = if end < input.as_ptr() as usize + input.len() {
+                format!("{:?}", shortened(&text))
+            } else {
+                // The rest of the line had not arrived when the error showed,
+                // so its length is unknown.
+                let start: String = text.chars().take(64).collect();
+                format!("{start:?}... (its first {} bytes)", line.len())
+            };
+            format!("malformed request head, line {number} {quoted}: {error}; {advice}")
+        }
         None => format!("malformed request head: {error}; {advice}"),
     };
     Parsed::Malformed {
@@ -626,6 +678,17 @@ mod tests {
                 "GET /x HTTP/1.1\nHost: a\nX: \x01\n\n",
                 400,
                 "line 3 \"X: \\u{1}\"",
+            ),
+            // A line whose end has not arrived is quoted by what came of it.
+            (
+                "GET /x HTTP/1.1\r\nX-Long: a\x01bcdef",
+                400,
+                "line 2 \"X-Long: a\\u{1}bcdef\"... (its first 15 bytes)",
+            ),
+            (
+                "POST /x HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
+                400,
+                "Content-Length \"1x\" is not a decimal length",
             ),
         ] {
             match parse(input.as_bytes()) {

@@ -11,6 +11,10 @@ use crate::grpc::batch::StackText;
 /// usually suffices.
 pub const TYPICAL_ANSWER_LEN: usize = 160;
 
+/// Minimum size of one result in a batch response: an empty address, no
+/// set and no network, and a generation of one digit.
+pub const MIN_RESULT_LEN: usize = 80;
+
 /// Appends one result object: `ip`, `verdict`, `internal`, `set`, `network`,
 /// `generation`, then `error` only for an invalid address.
 pub fn write_classification(
