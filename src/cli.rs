@@ -213,7 +213,7 @@ pub struct ServeArgs {
     #[arg(long, env = "IPCLASS_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
 
-    /// Memory that responses over 16 KiB may hold until their clients read
+    /// Memory that responses over 64 KiB may hold until their clients read
     /// them, such as 256MiB or 1GiB. A response that does not fit is rejected:
     /// HTTP with 503, gRPC with RESOURCE_EXHAUSTED.
     #[arg(long, env = "IPCLASS_RESPONSE_MEMORY", default_value = "256MiB", value_parser = parse_response_memory)]

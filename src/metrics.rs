@@ -421,7 +421,7 @@ pin_project_lite::pin_project! {
         body: Body,
         unfinished: Option<Unfinished>,
         ended: Arc<AtomicBool>,
-        // A message over `response::CHUNK` bytes goes out in pieces, and
+        // A message over `response::THRESHOLD` bytes goes out in pieces, and
         // `rest` keeps what is left of it under its reservation.
         responses: ResponseBudget,
         rest: Bytes,
@@ -455,7 +455,7 @@ impl hyper::body::Body for CountedBody {
             .as_mut()
             .and_then(|frame| frame.as_mut().ok())
             .and_then(Frame::data_mut)
-            .filter(|data| data.len() > response::CHUNK)
+            .filter(|data| data.len() > response::THRESHOLD)
         {
             match this.responses.reserve(data.len()) {
                 Some(reservation) => {

@@ -371,7 +371,7 @@ async fn connection(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_send_buf_size(crate::response::CHUNK);
+        .max_send_buf_size(crate::response::PIECE);
     let activity = Arc::new(Activity::default());
     let service = Tracked::new(app, activity.clone(), limits.body_read);
     let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));

@@ -648,7 +648,7 @@ async fn grpc_response_over_memory_refused() {
     };
 
     // About 40 bytes a result: 20,000 results fit in 1 MiB and go out in
-    // pieces of 16 KiB.
+    // pieces.
     let answer = client.is_internal(ips(20_000)).await.unwrap().into_inner();
     assert_eq!(answer.results.len(), 20_000);
     assert!(answer.results.iter().all(|result| result.internal));

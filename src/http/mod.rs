@@ -209,17 +209,15 @@ async fn is_internal_batch(
     body.extend_from_slice(generation.to_string().as_bytes());
     body.push(b'}');
     tally.record(Api::HttpPost, &snapshot.set_counters);
-    let reservation = match body.len() > response::CHUNK {
-        true => Some(
-            state
-                .responses
-                .reserve(body.len())
-                .ok_or_else(|| RequestError::ResponseMemory(state.responses.rejection(body.len())))
-                .inspect_err(log_rejected)?,
-        ),
-        false => None,
-    };
-    let body = ChunkedBody::new(Bytes::from(body), reservation);
+    if body.len() <= response::THRESHOLD {
+        return Ok(json_response(StatusCode::OK, body));
+    }
+    let reservation = state
+        .responses
+        .reserve(body.len())
+        .ok_or_else(|| RequestError::ResponseMemory(state.responses.rejection(body.len())))
+        .inspect_err(log_rejected)?;
+    let body = ChunkedBody::new(Bytes::from(body), Some(reservation));
     let content_type = [(header::CONTENT_TYPE, "application/json")];
     Ok((StatusCode::OK, content_type, Body::new(body)).into_response())
 }
