@@ -531,21 +531,7 @@ impl Poptrie {
     /// Fewer mispredicted branches are the likely cause, by an estimate that no profile checked.
     fn lookup_rounds<K: Key>(&self, keys: &[K], out: &mut [u32]) {
         debug_assert!(!K::COMPRESSED, "these rounds step only regular nodes");
-        let n = keys.len().min(out.len());
-        let (keys, out) = (&keys[..n], &mut out[..n]);
-        for key in keys.iter().take(LANES) {
-            prefetch_at(self.direct.as_ptr(), key.slot(0, self.direct_bits));
-        }
-        for (number, (group, found)) in keys.chunks(LANES).zip(out.chunks_mut(LANES)).enumerate() {
-            for key in keys.iter().skip((number + 1) * LANES).take(LANES) {
-                prefetch_at(self.direct.as_ptr(), key.slot(0, self.direct_bits));
-            }
-            let mut refs = [LEAF; LANES];
-            for (reference, key) in refs.iter_mut().zip(group) {
-                *reference = self.root(*key);
-                self.prefetch(*reference);
-            }
-            let refs = &mut refs[..group.len()];
+        self.in_groups(keys, out, |group, refs| {
             let mut offset = self.direct_bits;
             while refs.iter().any(|&reference| reference & LEAF == 0) {
                 for (reference, key) in refs.iter_mut().zip(group) {
@@ -559,10 +545,7 @@ impl Poptrie {
                 }
                 offset += STRIDE;
             }
-            for (value, &reference) in found.iter_mut().zip(refs.iter()) {
-                *value = self.leaf(reference);
-            }
-        }
+        });
     }
 
     /// `lookup_rounds` for tries with skip nodes, where each lane keeps its own offset and a
@@ -571,22 +554,8 @@ impl Poptrie {
     /// 100,000 synthetic prefixes. With skip nodes the depths vary less, so a group waits
     /// little for its deepest member.
     fn lookup_rounds_skipping<K: Key>(&self, keys: &[K], out: &mut [u32]) {
-        let n = keys.len().min(out.len());
-        let (keys, out) = (&keys[..n], &mut out[..n]);
-        for key in keys.iter().take(LANES) {
-            prefetch_at(self.direct.as_ptr(), key.slot(0, self.direct_bits));
-        }
-        for (number, (group, found)) in keys.chunks(LANES).zip(out.chunks_mut(LANES)).enumerate() {
-            for key in keys.iter().skip((number + 1) * LANES).take(LANES) {
-                prefetch_at(self.direct.as_ptr(), key.slot(0, self.direct_bits));
-            }
-            let mut refs = [LEAF; LANES];
+        self.in_groups(keys, out, |group, refs| {
             let mut offsets = [self.direct_bits; LANES];
-            for (reference, key) in refs.iter_mut().zip(group) {
-                *reference = self.root(*key);
-                self.prefetch(*reference);
-            }
-            let refs = &mut refs[..group.len()];
             let mut busy = true;
             while busy {
                 busy = false;
@@ -600,6 +569,30 @@ impl Poptrie {
                     busy |= *reference & LEAF == 0;
                 }
             }
+        });
+    }
+
+    /// Splits `keys` into groups of `LANES`, loads each group's direct slots (and starts loading
+    /// the next group's), lets `descend` take the group's references down to their leaves, and
+    /// writes the leaves' values to `out`. Handles the first `min(keys.len(), out.len())` keys.
+    #[inline(always)]
+    fn in_groups<K: Key>(&self, keys: &[K], out: &mut [u32], descend: impl Fn(&[K], &mut [u32])) {
+        let n = keys.len().min(out.len());
+        let (keys, out) = (&keys[..n], &mut out[..n]);
+        for key in keys.iter().take(LANES) {
+            prefetch_at(self.direct.as_ptr(), key.slot(0, self.direct_bits));
+        }
+        for (number, (group, found)) in keys.chunks(LANES).zip(out.chunks_mut(LANES)).enumerate() {
+            for key in keys.iter().skip((number + 1) * LANES).take(LANES) {
+                prefetch_at(self.direct.as_ptr(), key.slot(0, self.direct_bits));
+            }
+            let mut refs = [LEAF; LANES];
+            for (reference, key) in refs.iter_mut().zip(group) {
+                *reference = self.root(*key);
+                self.prefetch(*reference);
+            }
+            let refs = &mut refs[..group.len()];
+            descend(group, refs);
             for (value, &reference) in found.iter_mut().zip(refs.iter()) {
                 *value = self.leaf(reference);
             }
