@@ -35,11 +35,11 @@ while (($#)); do
     --) shift; load_options=("$@"); break ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     -*) echo "$me: unknown argument $1; see --help" >&2; exit 2 ;;
-    *) [[ -z $base ]] || { echo "$me: more than one BASE: $1; see --help" >&2; exit 2; }
+    *) [[ -z $base ]] || { echo "$me: unexpected second BASE $1; pass one commit, see --help" >&2; exit 2; }
        base=$1; shift ;;
   esac
 done
-[[ -n $base ]] || { echo "$me: name the BASE commit to compare with; see --help" >&2; exit 2; }
+[[ -n $base ]] || { echo "$me: missing BASE, the commit to compare with; see --help" >&2; exit 2; }
 commit=$(git -C "$repo" rev-parse --verify --quiet "$base^{commit}") \
   || { echo "$me: $base is not a commit of this repository" >&2; exit 2; }
 find_peers
@@ -58,12 +58,7 @@ cargo build --release --example load --manifest-path "$repo/Cargo.toml"
 
 out="$repo/results/ab-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
-cat >"$out/homelab.toml" <<TOML
-# The peers' homelab list as one internal set, as bench-peers.sh serves it.
-[sets.homelab]
-internal = true
-files = ["$peers/data/homelab.txt"]
-TOML
+write_homelab_config "$out/homelab.toml"
 {
   echo "base: $commit"
   echo "tree: $(git -C "$repo" rev-parse HEAD)$(git -C "$repo" diff HEAD --quiet || echo '+dirty')"

@@ -52,12 +52,7 @@ echo "bench-peers: results in $out"
 cargo build --release --bin ipclass --manifest-path "$repo/Cargo.toml"
 cargo build --release --example load --manifest-path "$repo/Cargo.toml"
 
-cat >"$out/homelab.toml" <<TOML
-# The peers' homelab list as one internal set.
-[sets.homelab]
-internal = true
-files = ["$peers/data/homelab.txt"]
-TOML
+write_homelab_config "$out/homelab.toml"
 
 {
   echo "date: $(date -u +%FT%TZ)"

@@ -36,12 +36,7 @@ cargo build --release --bin ipclass --manifest-path "$repo/Cargo.toml"
 out="$repo/results/get-slice-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 config="$out/homelab.toml"
-cat >"$config" <<TOML
-# The peers' homelab list as one internal set, as bench-peers.sh serves it.
-[sets.homelab]
-internal = true
-files = ["$peers/data/homelab.txt"]
-TOML
+write_homelab_config "$config"
 
 require_free_port "$port"
 run() {  # run SLICE: one server with --sched-slice SLICE, then bench.sh

@@ -56,11 +56,7 @@ nginx=$([[ -n $nginx_master ]] && pgrep -P "$nginx_master" -f 'nginx: worker' | 
 
 cargo build --release --bin ipclass --manifest-path "$repo/Cargo.toml"
 config=$(mktemp --suffix=.toml)
-cat >"$config" <<TOML
-[sets.homelab]
-internal = true
-files = ["$peers/data/homelab.txt"]
-TOML
+write_homelab_config "$config"
 log=$(mktemp)
 require_free_port "$port"
 "$repo/target/release/ipclass" serve --config "$config" --listen "127.0.0.1:$port" --workers 1 2>"$log" &

@@ -7,7 +7,7 @@
 //! one budget for the whole server until its last piece has been handed to
 //! hyper. A response that does not fit is rejected: HTTP with 503, gRPC with
 //! `RESOURCE_EXHAUSTED`. Such a response goes out in pieces of [`PIECE`]
-//! bytes, so hyper and h2 hold about one piece at a time and the rest stays
+//! bytes, so hyper and h2 buffer about one piece at a time and the rest stays
 //! counted here.
 
 use std::convert::Infallible;

@@ -368,6 +368,9 @@ async fn connection(
     // beyond what the client has read. So a client that grants a large
     // window and reads nothing leaves the rest of a large response in its
     // reservation.
+    // NOTE: no test covers this bound. It was measured with 40 connections
+    // of 200 unread streams each (BENCHMARKS.md); one connection's streams
+    // stall behind its full socket before enough of them start.
     builder
         .http2()
         .timer(TokioTimer::new())

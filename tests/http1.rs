@@ -543,8 +543,8 @@ fn malformed_heads_get_json_naming_the_line() {
         assert!(message.contains(quoted), "{message}");
     }
 
-    // Hyper accepts at most 100 header fields; every path gives the same
-    // answer to more.
+    // Hyper accepts at most 100 header fields, and every path rejects more
+    // with the same response.
     for start in [
         "GET /v1/is-internal?ip=10.0.0.1",
         "GET /healthz",
@@ -566,7 +566,8 @@ fn malformed_heads_get_json_naming_the_line() {
         );
     }
 
-    // A HEAD answer has no body, as its content-length may not describe one.
+    // A response to HEAD has no body, because its content-length may not
+    // describe one.
     let response = answer_to_malformed(&fixture.server, b"HEAD /x HTTP/1.1\r\nA B\r\n\r\n");
     assert_eq!(response.status_line, "HTTP/1.1 400 Bad Request");
     assert!(response.body.is_empty(), "{response:?}");

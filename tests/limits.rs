@@ -445,6 +445,36 @@ fn max_connections_over_open_files_warns() {
     assert_eq!(warning["open_file_room"], 50);
 }
 
+/// Reads a number from a file under /proc/sys.
+fn sysctl(path: &str) -> u32 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("read {path}: {error}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn listen_backlog_is_4096() {
+    let (_dir, server) = start("limits-backlog", &[]);
+    let port = server.address.port();
+    let output = std::process::Command::new("ss")
+        .args(["-tlnH"])
+        .arg(format!("( sport = :{port} )"))
+        .output()
+        .expect("run ss");
+    let listeners = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(listeners.lines().count(), 1, "{listeners}");
+    // A listening socket shows its queue size in the Send-Q column.
+    let backlog: u32 = listeners
+        .split_whitespace()
+        .nth(2)
+        .and_then(|column| column.parse().ok())
+        .unwrap_or_else(|| panic!("no Send-Q in {listeners}"));
+    let expected = sysctl("/proc/sys/net/core/somaxconn").min(4096);
+    assert_eq!(backlog, expected, "{listeners}");
+}
+
 #[test]
 fn accepted_connection_has_tcp_keepalive() {
     let (_dir, server) = start("limits-keepalive", &[]);
