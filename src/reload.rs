@@ -768,6 +768,9 @@ impl Reloader {
         let reload_ms = self.reload_started.elapsed().as_secs_f64() * 1000.0;
         let prefixes = snapshot.table.prefix_count();
         let snapshot = Arc::new(snapshot);
+        // Cleared before the swap, so no reader sees the new generation
+        // beside the error of the reload before it.
+        self.clear_failure();
         let old = self.state.replace_shared(snapshot.clone());
         // Freeing a large table takes milliseconds, which would stall the
         // requests queued on this runtime thread. Requests that still hold
@@ -778,7 +781,6 @@ impl Reloader {
             .spawn(move || drop(old));
         counter!(RELOADS, "result" => "success").increment(1);
         self.record_success(&snapshot);
-        self.clear_failure();
         tracing::info!(
             config = %self.state.config_path.display(),
             old_generation,
